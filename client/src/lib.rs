@@ -1,0 +1,63 @@
+//! What every bonker program shares, so that the broker, gateway, agent, watcher and CLI take the
+//! same flags, read the same config layers, connect to MQTT the same way and stop the same way.
+//!
+//! - [`mqtt`]: `--mqtt…` flags, the `[mqtt]` config section, rumqttc options (TLS, credentials,
+//!   TCP_NODELAY, packet limits) and reconnect backoff.
+//! - [`config`]: defaults → TOML file → `BONKER_…` environment → flags.
+//! - [`shutdown_signal`]: SIGTERM (what Kubernetes and systemd send) or ctrl-c.
+//! - [`init_tracing`]: structured logs, filtered by `BONKER_LOG` or `RUST_LOG`.
+
+pub mod config;
+pub mod mqtt;
+
+pub use mqtt::{Backoff, MqttArgs, MqttSettings};
+
+/// Completes when the process is asked to stop: SIGTERM (Kubernetes, systemd, `kill`) or SIGINT
+/// (ctrl-c).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("ctrl-c received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// Installs the log subscriber: human-readable lines on stderr, filtered by `BONKER_LOG` (or
+/// `RUST_LOG`), `info` by default. `BONKER_LOG_FORMAT=json` switches to one JSON object per line
+/// for log collectors.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("BONKER_LOG")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests, embedding) keeps the first subscriber.
+    let _ = if std::env::var("BONKER_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -1,0 +1,29 @@
+//! bonker's wire protocol: the one place that spells a topic or defines a payload.
+//!
+//! The gateway, the agents, the node watcher, the CLI and people typing `mosquitto_pub` are
+//! deployed independently and meet only on the MQTT broker. This crate is their contract, so it has
+//! no I/O and no MQTT client: just names, topics and payloads, each validated at construction.
+//!
+//! - [`names`]: validated names that become topic levels (namespace, desk, cluster, prefix).
+//! - [`topics`]: every topic, its QoS and retain flag, and [`topics::Topics::route`] to classify
+//!   incoming ones.
+//! - [`bonk`]: the [`Bonk`] payload, with a lenient parser for hand-typed bonks.
+//! - [`desk`]: what desks publish back: [`Ack`], [`Status`], [`Health`].
+//!
+//! `docs/protocol.md` documents all of it for people at a terminal; a test runs its examples.
+
+pub mod bonk;
+pub mod desk;
+pub mod names;
+pub mod topics;
+
+pub use bonk::{Bonk, BonkId, Lenient, SCHEMA_VERSION, Severity, Source};
+pub use desk::{Ack, Health, Outcome, ServoHealth, Status};
+pub use names::{Cluster, DeskId, NameError, Namespace, Prefix, PrefixFilter};
+pub use topics::{BonkFilters, Delivery, Route, Topics};
+
+/// The default topic prefix.
+pub const DEFAULT_PREFIX: &str = "bonker";
+
+/// The default namespace for bonks that name none (and for alerts without a usable namespace label).
+pub const DEFAULT_NAMESPACE: &str = "default";

@@ -98,7 +98,12 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
-        Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -125,7 +130,10 @@ mod tests {
         assert_eq!(settings.mqtt.url, "mqtt://env:2");
         assert_eq!(settings.mqtt.client_id.as_deref(), Some("f"));
         assert_eq!(settings.namespaces, ["x", "y"]);
-        assert_eq!(settings.mqtt.keep_alive_s, crate::mqtt::DEFAULT_KEEP_ALIVE_S);
+        assert_eq!(
+            settings.mqtt.keep_alive_s,
+            crate::mqtt::DEFAULT_KEEP_ALIVE_S
+        );
 
         let flags = Flags {
             name: Some("flag".into()),
@@ -141,7 +149,10 @@ mod tests {
             None,
             &[],
             &Flags::default(),
-            env(&[("BONKER_MQTT__CLIENT_ID", "desk-1"), ("BONKER_MQTT__KEEP_ALIVE_S", "60")]),
+            env(&[
+                ("BONKER_MQTT__CLIENT_ID", "desk-1"),
+                ("BONKER_MQTT__KEEP_ALIVE_S", "60"),
+            ]),
         )
         .expect("loads");
         assert_eq!(settings.mqtt.client_id.as_deref(), Some("desk-1"));

@@ -107,11 +107,19 @@ pub struct MqttArgs {
     #[serde(rename = "ca_file", skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate for TLS client auth [env: BONKER_MQTT__CLIENT_CERT_FILE]
-    #[arg(long = "mqtt-client-cert-file", value_name = "FILE", requires = "client_key_file")]
+    #[arg(
+        long = "mqtt-client-cert-file",
+        value_name = "FILE",
+        requires = "client_key_file"
+    )]
     #[serde(rename = "client_cert_file", skip_serializing_if = "Option::is_none")]
     pub client_cert_file: Option<PathBuf>,
     /// PEM private key for --mqtt-client-cert-file [env: BONKER_MQTT__CLIENT_KEY_FILE]
-    #[arg(long = "mqtt-client-key-file", value_name = "FILE", requires = "client_cert_file")]
+    #[arg(
+        long = "mqtt-client-key-file",
+        value_name = "FILE",
+        requires = "client_cert_file"
+    )]
     #[serde(rename = "client_key_file", skip_serializing_if = "Option::is_none")]
     pub client_key_file: Option<PathBuf>,
 }
@@ -206,7 +214,10 @@ impl BrokerAddress {
                 "put credentials in --mqtt-username / --mqtt-password-file, not the URL".to_owned(),
             ));
         }
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let port = parsed.port().unwrap_or(if tls { 8883 } else { 1883 });
         Ok(BrokerAddress { host, port, tls })
     }
@@ -232,9 +243,7 @@ impl MqttSettings {
                 "mqtt.client_cert_file and mqtt.client_key_file go together".to_owned(),
             ));
         }
-        if !address.tls
-            && (self.ca_file.is_some() || self.client_cert_file.is_some())
-        {
+        if !address.tls && (self.ca_file.is_some() || self.client_cert_file.is_some()) {
             return Err(SettingsError::Invalid(format!(
                 "TLS files are set but {} is not mqtts://",
                 self.url
@@ -484,11 +493,17 @@ mod tests {
 
     #[test]
     fn bad_urls_say_what_is_wrong() {
-        let error = BrokerAddress::parse("http://broker").expect_err("scheme").to_string();
+        let error = BrokerAddress::parse("http://broker")
+            .expect_err("scheme")
+            .to_string();
         assert!(error.contains("unknown scheme \"http\""), "{error}");
-        let error = BrokerAddress::parse("broker:1883").expect_err("no scheme").to_string();
+        let error = BrokerAddress::parse("broker:1883")
+            .expect_err("no scheme")
+            .to_string();
         assert!(error.contains("mqtt://"), "{error}");
-        let error = BrokerAddress::parse("mqtt://u:p@broker").expect_err("creds").to_string();
+        let error = BrokerAddress::parse("mqtt://u:p@broker")
+            .expect_err("creds")
+            .to_string();
         assert!(error.contains("credentials"), "{error}");
     }
 
@@ -503,7 +518,10 @@ mod tests {
             ca_file: Some("/ca.pem".into()),
             ..Default::default()
         };
-        let error = settings.validate().expect_err("tls files without tls").to_string();
+        let error = settings
+            .validate()
+            .expect_err("tls files without tls")
+            .to_string();
         assert!(error.contains("not mqtts://"), "{error}");
     }
 
@@ -525,11 +543,17 @@ mod tests {
         });
         assert_eq!(settings.url, "mqtt://other:1999");
         assert_eq!(settings.username.as_deref(), Some("desk"));
-        assert_eq!(settings.resolve_password().expect("read").as_deref(), Some("s3cret"));
+        assert_eq!(
+            settings.resolve_password().expect("read").as_deref(),
+            Some("s3cret")
+        );
         let options = settings.options("x").expect("options");
         assert_eq!(options.broker_address(), ("other".to_owned(), 1999));
         let login = options.credentials().expect("credentials set");
-        assert_eq!((login.username.as_str(), login.password.as_str()), ("desk", "s3cret"));
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("desk", "s3cret")
+        );
     }
 
     #[test]
@@ -540,7 +564,10 @@ mod tests {
             ..Default::default()
         };
         let error = settings.options("x").expect_err("missing").to_string();
-        assert!(error.contains("mqtt.ca_file") && error.contains("/nonexistent/ca.pem"), "{error}");
+        assert!(
+            error.contains("mqtt.ca_file") && error.contains("/nonexistent/ca.pem"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -561,8 +588,15 @@ mod tests {
         let first = backoff.next_delay();
         assert!(first >= Duration::from_millis(100) && first < Duration::from_millis(250));
         let later: Vec<Duration> = (0..10).map(|_| backoff.next_delay()).collect();
-        assert!(later.iter().all(|d| *d <= Duration::from_millis(1600)), "{later:?}");
-        assert!(later.last().is_some_and(|d| *d >= Duration::from_millis(800)));
+        assert!(
+            later.iter().all(|d| *d <= Duration::from_millis(1600)),
+            "{later:?}"
+        );
+        assert!(
+            later
+                .last()
+                .is_some_and(|d| *d >= Duration::from_millis(800))
+        );
         backoff.reset();
         assert!(backoff.next_delay() < Duration::from_millis(250));
     }

@@ -23,7 +23,8 @@ pub const MAX_FIELD_LEN: usize = 1024;
 pub const MAX_ID_LEN: usize = 128;
 
 /// UUID namespace for name-based (v5) bonk ids, so every replica derives the same id.
-const BONK_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6b6f_6e6b_2d62_6f6e_6b65_7200_0000_0001);
+const BONK_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6b6f_6e6b_2d62_6f6e_6b65_7200_0000_0001);
 
 /// A bonk's identity. Stable for alert bonks (see [`BonkId::for_alert`]) so duplicates delivered by
 /// another gateway replica or Alertmanager replica can be recognised anywhere downstream.
@@ -349,7 +350,9 @@ fn cut(value: &str, field: &str, warnings: &mut Vec<String>) -> String {
     if value.len() <= MAX_FIELD_LEN {
         return value.to_owned();
     }
-    warnings.push(format!("field `{field}` is longer than {MAX_FIELD_LEN} bytes; cut"));
+    warnings.push(format!(
+        "field `{field}` is longer than {MAX_FIELD_LEN} bytes; cut"
+    ));
     let mut end = MAX_FIELD_LEN;
     while !value.is_char_boundary(end) {
         end -= 1;
@@ -459,8 +462,14 @@ mod tests {
 
     #[test]
     fn words_are_severities_and_other_text_is_a_summary() {
-        assert_eq!(Bonk::parse_lenient(b"bonk").bonk.severity, Severity::Critical);
-        assert_eq!(Bonk::parse_lenient(b" tap\n").bonk.severity, Severity::Warning);
+        assert_eq!(
+            Bonk::parse_lenient(b"bonk").bonk.severity,
+            Severity::Critical
+        );
+        assert_eq!(
+            Bonk::parse_lenient(b" tap\n").bonk.severity,
+            Severity::Warning
+        );
         assert_eq!(Bonk::parse_lenient(b"WIGGLE").bonk.severity, Severity::Info);
         let text = Bonk::parse_lenient(b"deploy went sideways");
         assert_eq!(text.bonk.summary.as_deref(), Some("deploy went sideways"));
@@ -481,13 +490,18 @@ mod tests {
         let parsed = Bonk::parse_lenient(br#"{"severity": "warning""#);
         assert_eq!(parsed.bonk.severity, Severity::Critical);
         assert_eq!(parsed.warnings.len(), 1);
-        assert!(parsed.warnings[0].contains("not valid"), "{:?}", parsed.warnings);
+        assert!(
+            parsed.warnings[0].contains("not valid"),
+            "{:?}",
+            parsed.warnings
+        );
     }
 
     #[test]
     fn wrong_field_types_are_reported_one_by_one() {
-        let parsed =
-            Bonk::parse_lenient(br#"{"severity":5,"pod":["x"],"count":0,"id":"","namespace":"ok"}"#);
+        let parsed = Bonk::parse_lenient(
+            br#"{"severity":5,"pod":["x"],"count":0,"id":"","namespace":"ok"}"#,
+        );
         assert_eq!(parsed.warnings.len(), 4, "{:?}", parsed.warnings);
         assert_eq!(parsed.bonk.namespace.as_deref(), Some("ok"));
         assert_eq!(parsed.bonk.pod, None);
@@ -532,13 +546,22 @@ mod tests {
         assert_ne!(a, c);
         assert_ne!(a, d);
         // Pinned: the id must never change between releases, or mixed-version replicas disagree.
-        assert_eq!(a.as_str(), BonkId::for_alert("abc123", "2026-11-21T10:00:00.000Z").as_str());
+        assert_eq!(
+            a.as_str(),
+            BonkId::for_alert("abc123", "2026-11-21T10:00:00.000Z").as_str()
+        );
     }
 
     #[test]
     fn alert_label_severity_mapping() {
-        assert_eq!(Severity::from_alert_label(Some("critical")), Severity::Critical);
-        assert_eq!(Severity::from_alert_label(Some("Warning")), Severity::Warning);
+        assert_eq!(
+            Severity::from_alert_label(Some("critical")),
+            Severity::Critical
+        );
+        assert_eq!(
+            Severity::from_alert_label(Some("Warning")),
+            Severity::Warning
+        );
         assert_eq!(Severity::from_alert_label(Some("page")), Severity::Info);
         assert_eq!(Severity::from_alert_label(None), Severity::Info);
     }

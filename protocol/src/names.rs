@@ -439,7 +439,10 @@ mod tests {
     fn prefix_filters_allow_whole_level_wildcards_only() {
         let filter = PrefixFilter::new("bonker/+").expect("valid");
         assert!(filter.has_wildcard());
-        assert_eq!(filter.concrete_root(), Some(Prefix::new("bonker").expect("ok")));
+        assert_eq!(
+            filter.concrete_root(),
+            Some(Prefix::new("bonker").expect("ok"))
+        );
         assert_eq!(filter.as_concrete(), None);
         assert_eq!(
             PrefixFilter::new("bonker/a+").expect_err("").rule,
@@ -447,7 +450,10 @@ mod tests {
         );
         assert!(PrefixFilter::new("bonker/#").is_err());
         let plain = PrefixFilter::new("bonker/prod").expect("valid");
-        assert_eq!(plain.as_concrete().map(|p| p.to_string()), Some("bonker/prod".into()));
+        assert_eq!(
+            plain.as_concrete().map(|p| p.to_string()),
+            Some("bonker/prod".into())
+        );
     }
 
     #[test]

@@ -216,11 +216,20 @@ mod tests {
     #[test]
     fn topics_match_the_documented_table() {
         let topics = Topics::default();
-        assert_eq!(topics.namespace_bonk(&ns("payments")), "bonker/bonk/payments");
+        assert_eq!(
+            topics.namespace_bonk(&ns("payments")),
+            "bonker/bonk/payments"
+        );
         assert_eq!(topics.desk_bonk(&desk("alice")), "bonker/desk/alice/bonk");
         assert_eq!(topics.desk_ack(&desk("alice")), "bonker/desk/alice/ack");
-        assert_eq!(topics.desk_status(&desk("alice")), "bonker/desk/alice/status");
-        assert_eq!(topics.desk_health(&desk("alice")), "bonker/desk/alice/health");
+        assert_eq!(
+            topics.desk_status(&desk("alice")),
+            "bonker/desk/alice/status"
+        );
+        assert_eq!(
+            topics.desk_health(&desk("alice")),
+            "bonker/desk/alice/health"
+        );
         assert_eq!(topics.all_acks(), "bonker/desk/+/ack");
         assert_eq!(topics.all_statuses(), "bonker/desk/+/status");
         assert_eq!(topics.all_health(), "bonker/desk/+/health");
@@ -250,9 +259,18 @@ mod tests {
             topics.route(&topics.namespace_bonk(&ns("x"))),
             Some(Route::NamespaceBonk(ns("x")))
         );
-        assert_eq!(topics.route(&topics.desk_bonk(&d)), Some(Route::DeskBonk(d.clone())));
-        assert_eq!(topics.route(&topics.desk_status(&d)), Some(Route::Status(d.clone())));
-        assert_eq!(topics.route(&topics.desk_health(&d)), Some(Route::Health(d)));
+        assert_eq!(
+            topics.route(&topics.desk_bonk(&d)),
+            Some(Route::DeskBonk(d.clone()))
+        );
+        assert_eq!(
+            topics.route(&topics.desk_status(&d)),
+            Some(Route::Status(d.clone()))
+        );
+        assert_eq!(
+            topics.route(&topics.desk_health(&d)),
+            Some(Route::Health(d))
+        );
         assert_eq!(topics.route("bonker/bonk/Bad_NS"), None);
         assert_eq!(topics.route("bonker/desk/alice/other"), None);
         assert_eq!(topics.route("bonker/bonk/a/b"), None);

@@ -1,1 +1,25 @@
-//! End-to-end test helpers.
+//! The fleet's test harness: real brokers, real processes, real MQTT clients — with helpers that
+//! make each test read as the behaviour it checks.
+//!
+//! Every crate's integration tests use this (as a dev-dependency), and the end-to-end tests in
+//! `tests/tests/` are built on it:
+//! - [`broker::TestBroker`]: the bonker broker or Debian's mosquitto as a child process on a free
+//!   loopback port, killable (`kill -9`) and restartable on the same port;
+//! - [`probe::Probe`]: an MQTT client that subscribes, publishes with PUBACK, and awaits messages
+//!   with a deadline — tests wait for events, never for time;
+//! - [`process`]: locating the workspace's binaries and running them as children that are killed
+//!   when the test ends, whatever happens.
+//!
+//! Only loopback addresses are ever used.
+
+pub mod broker;
+pub mod probe;
+pub mod process;
+
+pub use broker::{BrokerKind, BrokerOptions, TestBroker};
+pub use probe::{Message, Probe, ProbeOptions};
+pub use process::{ChildProcess, binary, free_port};
+
+/// The default deadline for awaiting a message or a state: generous, because CI machines are
+/// slow and a test waits only as long as the event takes.
+pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);

@@ -9,11 +9,13 @@
 //!   incoming ones.
 //! - [`bonk`]: the [`Bonk`] payload, with a lenient parser for hand-typed bonks.
 //! - [`desk`]: what desks publish back: [`Ack`], [`Status`], [`Health`].
+//! - [`homeassistant`]: Home Assistant MQTT discovery topics and payloads for each desk.
 //!
 //! `docs/protocol.md` documents all of it for people at a terminal; a test runs its examples.
 
 pub mod bonk;
 pub mod desk;
+pub mod homeassistant;
 pub mod names;
 pub mod topics;
 

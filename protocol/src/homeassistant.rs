@@ -1,0 +1,453 @@
+//! Home Assistant MQTT discovery: the topics and payloads that make every desk appear in Home
+//! Assistant as a device, "Tux at <desk>", with a Bonk button, sensors and a bonk event.
+//!
+//! Discovery uses one retained config message per entity on
+//! `<discovery_prefix>/<component>/<node_id>/<object_id>/config`. This per-component form works
+//! on every Home Assistant version (the single device message exists only since about 2024.11).
+//! Keys are spelled out in full (no abbreviations) so a person reading a retained config with
+//! `mosquitto_sub` can follow it.
+//!
+//! The sensors read the desk's retained health report ([`crate::Health`]) through value
+//! templates, so there is no second set of state topics to keep in step with it: the health topic
+//! is the state. A template renders `None` when a value is missing (no bonk yet, no thermometer),
+//! which Home Assistant shows as "unknown". The one new topic is the desk's bonk event stream
+//! ([`desk_event_topic`]): one non-retained `{"event_type": …}` message per performed bonk, which a
+//! Home Assistant event entity turns into something automations can react to.
+//!
+//! Every entity is available exactly when the desk's status topic says `online`.
+
+use serde_json::{Value, json};
+
+use crate::bonk::Severity;
+use crate::names::{DeskId, Prefix};
+use crate::topics::{Delivery, Topics};
+
+/// Home Assistant's default discovery prefix.
+pub const DEFAULT_DISCOVERY_PREFIX: &str = "homeassistant";
+
+/// The payload Home Assistant publishes on its status topic when it (re)starts; desks announce
+/// themselves again when they see it.
+pub const BIRTH_ONLINE: &str = "online";
+
+/// The payload the Bonk button publishes on the desk's bonk topic: a bonk whose source is Home
+/// Assistant, with every other field defaulted by the agent's lenient parser.
+pub const BUTTON_PAYLOAD: &str = r#"{"source":"homeassistant"}"#;
+
+/// The manufacturer shown on the device page.
+pub const MANUFACTURER: &str = "bonker";
+
+/// The model shown on the device page.
+pub const MODEL: &str = "Tux bonker desk agent";
+
+/// Discovery configs: QoS 1, retained, so Home Assistant finds them whenever it starts.
+pub const DISCOVERY_DELIVERY: Delivery = Delivery {
+    qos: 1,
+    retain: true,
+};
+
+/// Bonk events: QoS 1, never retained (a retained event would fire again on every Home
+/// Assistant restart).
+pub const EVENT_DELIVERY: Delivery = Delivery {
+    qos: 1,
+    retain: false,
+};
+
+/// A Home Assistant entity platform used by a desk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Component {
+    /// `button`: the Bonk button.
+    Button,
+    /// `sensor`: bonk count, last bonk, diagnostics.
+    Sensor,
+    /// `event`: the bonk event.
+    Event,
+}
+
+impl Component {
+    /// The component name as it appears in the discovery topic.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Button => "button",
+            Component::Sensor => "sensor",
+            Component::Event => "event",
+        }
+    }
+}
+
+/// One entity's discovery message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discovery {
+    /// The platform.
+    pub component: Component,
+    /// The entity's id within the desk (`bonk`, `bonks`, `last_bonk`, …).
+    pub object_id: &'static str,
+    /// `<discovery_prefix>/<component>/<node_id>/<object_id>/config`.
+    pub topic: String,
+    /// The config payload.
+    pub config: Value,
+}
+
+impl Discovery {
+    /// The JSON payload.
+    pub fn payload(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.config).unwrap_or_default()
+    }
+}
+
+/// `<discovery_prefix>/status`: where Home Assistant announces that it (re)started.
+pub fn birth_topic(discovery_prefix: &Prefix) -> String {
+    format!("{discovery_prefix}/status")
+}
+
+/// `<prefix>/desk/<desk>/event`: one `{"event_type": …}` message per performed bonk, not retained.
+pub fn desk_event_topic(topics: &Topics, desk: &DeskId) -> String {
+    format!("{}/desk/{desk}/event", topics.prefix())
+}
+
+/// The desk's discovery `node_id`: `bonker_<desk>`. Desk names use only `[a-zA-Z0-9_-]`, the
+/// characters Home Assistant allows, so no escaping is ever needed.
+pub fn node_id(desk: &DeskId) -> String {
+    format!("bonker_{desk}")
+}
+
+/// An entity's `unique_id`: `bonker_<desk>_<object_id>`, stable across restarts and versions.
+pub fn unique_id(desk: &DeskId, object_id: &str) -> String {
+    format!("{}_{object_id}", node_id(desk))
+}
+
+/// The discovery topic of one entity.
+pub fn discovery_topic(
+    discovery_prefix: &Prefix,
+    component: Component,
+    desk: &DeskId,
+    object_id: &str,
+) -> String {
+    format!(
+        "{discovery_prefix}/{}/{}/{object_id}/config",
+        component.as_str(),
+        node_id(desk)
+    )
+}
+
+/// The event payload for one performed bonk: `event_type` is the severity (one of the event
+/// entity's `event_types`); the other keys become attributes of the event in Home Assistant.
+pub fn bonk_event_payload(
+    severity: Severity,
+    bonk_id: &str,
+    namespace: Option<&str>,
+    pod: Option<&str>,
+    count: u32,
+) -> Vec<u8> {
+    let mut event = json!({
+        "event_type": severity.as_str(),
+        "bonk_id": bonk_id,
+        "count": count,
+    });
+    if let Some(namespace) = namespace {
+        event["namespace"] = json!(namespace);
+    }
+    if let Some(pod) = pod {
+        event["pod"] = json!(pod);
+    }
+    serde_json::to_vec(&event).unwrap_or_default()
+}
+
+/// Everything discovery needs to know about a desk.
+#[derive(Debug, Clone)]
+pub struct DeskDevice<'a> {
+    /// The desk.
+    pub desk: &'a DeskId,
+    /// Its topics (status, health, bonk, event).
+    pub topics: &'a Topics,
+    /// Home Assistant's discovery prefix.
+    pub discovery_prefix: &'a Prefix,
+    /// The agent's version, shown as the device's software version.
+    pub sw_version: &'a str,
+    /// Whether the desk can report its SoC temperature (only then is the sensor announced).
+    pub has_soc_temperature: bool,
+}
+
+/// Every entity a desk may announce, as (component, object_id): the list `--forget` clears.
+pub const ENTITIES: [(Component, &str); 8] = [
+    (Component::Button, "bonk"),
+    (Component::Event, "bonk"),
+    (Component::Sensor, "bonks"),
+    (Component::Sensor, "last_bonk"),
+    (Component::Sensor, "last_bonked"),
+    (Component::Sensor, "uptime"),
+    (Component::Sensor, "soc_temperature"),
+    (Component::Sensor, "servo"),
+];
+
+/// Every discovery topic a desk may have published (including optional ones), for clearing.
+pub fn all_discovery_topics(discovery_prefix: &Prefix, desk: &DeskId) -> Vec<String> {
+    ENTITIES
+        .iter()
+        .map(|(component, object_id)| {
+            discovery_topic(discovery_prefix, *component, desk, object_id)
+        })
+        .collect()
+}
+
+const TEMPLATE_BONKS: &str = "{{ value_json.bonks_total }}";
+const TEMPLATE_LAST_BONK: &str = "{{ value_json.last_bonk_at | default('None') }}";
+const TEMPLATE_LAST_BONKED: &str = "{% if value_json.last_bonk_namespace is defined and \
+value_json.last_bonk_pod is defined %}{{ value_json.last_bonk_namespace }}/{{ value_json.last_bonk_pod }}\
+{% elif value_json.last_bonk_namespace is defined %}{{ value_json.last_bonk_namespace }}\
+{% elif value_json.last_bonk_pod is defined %}{{ value_json.last_bonk_pod }}{% else %}None{% endif %}";
+const TEMPLATE_UPTIME: &str = "{{ value_json.uptime_s }}";
+const TEMPLATE_SOC_TEMPERATURE: &str = "{{ value_json.soc_temp_c | default('None') }}";
+const TEMPLATE_SERVO: &str = "{{ value_json.servo.state }}";
+
+impl DeskDevice<'_> {
+    /// The discovery messages for this desk, in a stable order.
+    pub fn discovery(&self) -> Vec<Discovery> {
+        let health = self.topics.desk_health(self.desk);
+        let mut messages = vec![
+            self.entity(
+                Component::Button,
+                "bonk",
+                json!({
+                    "name": "Bonk",
+                    "icon": "mdi:hammer",
+                    "command_topic": self.topics.desk_bonk(self.desk),
+                    "payload_press": BUTTON_PAYLOAD,
+                    "qos": 1,
+                    "retain": false,
+                }),
+            ),
+            self.entity(
+                Component::Event,
+                "bonk",
+                json!({
+                    "name": "Bonk",
+                    "icon": "mdi:hammer",
+                    "state_topic": desk_event_topic(self.topics, self.desk),
+                    "event_types": Severity::ALL.iter().rev().map(|s| s.as_str()).collect::<Vec<_>>(),
+                    "qos": 1,
+                }),
+            ),
+            self.entity(
+                Component::Sensor,
+                "bonks",
+                json!({
+                    "name": "Bonks",
+                    "icon": "mdi:counter",
+                    "state_topic": health,
+                    "value_template": TEMPLATE_BONKS,
+                    "state_class": "total_increasing",
+                    "qos": 1,
+                }),
+            ),
+            self.entity(
+                Component::Sensor,
+                "last_bonk",
+                json!({
+                    "name": "Last bonk",
+                    "device_class": "timestamp",
+                    "state_topic": health,
+                    "value_template": TEMPLATE_LAST_BONK,
+                    "qos": 1,
+                }),
+            ),
+            self.entity(
+                Component::Sensor,
+                "last_bonked",
+                json!({
+                    "name": "Last bonked",
+                    "icon": "mdi:kubernetes",
+                    "state_topic": health,
+                    "value_template": TEMPLATE_LAST_BONKED,
+                    "qos": 1,
+                }),
+            ),
+            self.entity(
+                Component::Sensor,
+                "uptime",
+                json!({
+                    "name": "Uptime",
+                    "device_class": "duration",
+                    "unit_of_measurement": "s",
+                    "state_class": "measurement",
+                    "entity_category": "diagnostic",
+                    "state_topic": health,
+                    "value_template": TEMPLATE_UPTIME,
+                    "qos": 1,
+                }),
+            ),
+        ];
+        if self.has_soc_temperature {
+            messages.push(self.entity(
+                Component::Sensor,
+                "soc_temperature",
+                json!({
+                    "name": "SoC temperature",
+                    "device_class": "temperature",
+                    "unit_of_measurement": "°C",
+                    "state_class": "measurement",
+                    "entity_category": "diagnostic",
+                    "state_topic": health,
+                    "value_template": TEMPLATE_SOC_TEMPERATURE,
+                    "qos": 1,
+                }),
+            ));
+        }
+        messages.push(self.entity(
+            Component::Sensor,
+            "servo",
+            json!({
+                "name": "Servo",
+                "icon": "mdi:robot-industrial",
+                "entity_category": "diagnostic",
+                "state_topic": health,
+                "value_template": TEMPLATE_SERVO,
+                "json_attributes_topic": health,
+                "json_attributes_template": "{{ value_json.servo | tojson }}",
+                "qos": 1,
+            }),
+        ));
+        messages
+    }
+
+    fn entity(
+        &self,
+        component: Component,
+        object_id: &'static str,
+        mut config: Value,
+    ) -> Discovery {
+        config["unique_id"] = json!(unique_id(self.desk, object_id));
+        config["availability"] = json!([{
+            "topic": self.topics.desk_status(self.desk),
+            "payload_available": crate::Status::Online.as_str(),
+            "payload_not_available": crate::Status::Offline.as_str(),
+        }]);
+        config["device"] = json!({
+            "identifiers": [node_id(self.desk)],
+            "name": format!("Tux at {}", self.desk),
+            "manufacturer": MANUFACTURER,
+            "model": MODEL,
+            "sw_version": self.sw_version,
+        });
+        config["origin"] = json!({
+            "name": "bonker",
+            "sw_version": self.sw_version,
+        });
+        Discovery {
+            component,
+            object_id,
+            topic: discovery_topic(self.discovery_prefix, component, self.desk, object_id),
+            config,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desk() -> DeskId {
+        DeskId::new("alice").expect("valid")
+    }
+
+    fn discovery(has_soc_temperature: bool) -> Vec<Discovery> {
+        let desk = desk();
+        let topics = Topics::default();
+        let prefix = Prefix::new(DEFAULT_DISCOVERY_PREFIX).expect("valid");
+        DeskDevice {
+            desk: &desk,
+            topics: &topics,
+            discovery_prefix: &prefix,
+            sw_version: "1.2.3",
+            has_soc_temperature,
+        }
+        .discovery()
+    }
+
+    fn only_id_chars(s: &str) -> bool {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    }
+
+    #[test]
+    fn topics_follow_the_per_component_layout() {
+        let messages = discovery(true);
+        let topics: Vec<&str> = messages.iter().map(|m| m.topic.as_str()).collect();
+        assert_eq!(
+            topics,
+            [
+                "homeassistant/button/bonker_alice/bonk/config",
+                "homeassistant/event/bonker_alice/bonk/config",
+                "homeassistant/sensor/bonker_alice/bonks/config",
+                "homeassistant/sensor/bonker_alice/last_bonk/config",
+                "homeassistant/sensor/bonker_alice/last_bonked/config",
+                "homeassistant/sensor/bonker_alice/uptime/config",
+                "homeassistant/sensor/bonker_alice/soc_temperature/config",
+                "homeassistant/sensor/bonker_alice/servo/config",
+            ]
+        );
+        assert_eq!(
+            all_discovery_topics(
+                &Prefix::new(DEFAULT_DISCOVERY_PREFIX).expect("valid"),
+                &desk()
+            )
+            .len(),
+            messages.len()
+        );
+        for message in &messages {
+            let levels: Vec<&str> = message.topic.split('/').collect();
+            assert!(
+                only_id_chars(levels[2]) && only_id_chars(levels[3]),
+                "{}",
+                message.topic
+            );
+            let unique_id = message.config["unique_id"].as_str().expect("unique_id");
+            assert!(only_id_chars(unique_id), "{unique_id}");
+        }
+        assert_eq!(discovery(false).len(), messages.len() - 1);
+    }
+
+    #[test]
+    fn every_entity_carries_device_availability_and_its_required_keys() {
+        for message in discovery(true) {
+            let config = &message.config;
+            assert_eq!(config["device"]["identifiers"][0], "bonker_alice");
+            assert_eq!(config["device"]["name"], "Tux at alice");
+            assert_eq!(
+                config["availability"][0]["topic"],
+                "bonker/desk/alice/status"
+            );
+            let required = match message.component {
+                Component::Button => "command_topic",
+                Component::Sensor | Component::Event => "state_topic",
+            };
+            assert!(
+                config[required].is_string(),
+                "{}: {required}",
+                message.topic
+            );
+        }
+        let button = &discovery(false)[0].config;
+        assert_eq!(button["command_topic"], "bonker/desk/alice/bonk");
+        assert_eq!(button["payload_press"], BUTTON_PAYLOAD);
+        let event = &discovery(false)[1].config;
+        assert_eq!(event["event_types"], json!(["critical", "warning", "info"]));
+        assert_eq!(event["state_topic"], "bonker/desk/alice/event");
+    }
+
+    #[test]
+    fn the_button_payload_is_a_homeassistant_bonk() {
+        let bonk = crate::Bonk::parse_lenient(BUTTON_PAYLOAD.as_bytes());
+        assert!(bonk.warnings.is_empty());
+        assert_eq!(bonk.bonk.source, crate::Source::Homeassistant);
+    }
+
+    #[test]
+    fn event_payloads_name_a_declared_event_type() {
+        let payload = bonk_event_payload(Severity::Warning, "id-1", Some("payments"), None, 2);
+        let event: Value = serde_json::from_slice(&payload).expect("json");
+        assert_eq!(event["event_type"], "warning");
+        assert_eq!(event["namespace"], "payments");
+        assert_eq!(event["count"], 2);
+        assert!(event.get("pod").is_none());
+    }
+}

@@ -1,0 +1,371 @@
+//! Following the kernel log through `/dev/kmsg`, and resuming it after a restart.
+//!
+//! `/dev/kmsg` hands out exactly one log record per `read(2)`, formatted as
+//! `prio,seq,ts_usec,flags[,…];message\n` followed by zero or more ` KEY=value\n` continuation
+//! lines (device metadata). Every record carries a sequence number that only grows during one
+//! boot, so "the last sequence number reported, and the boot it belongs to" is a complete resume
+//! point: after a restart the watcher reads the ring buffer from its start again and skips what it
+//! has already reported. The boot id (`/proc/sys/kernel/random/boot_id`) tells a restart of the
+//! watcher (same boot: skip) from a reboot of the node (new boot: nothing to skip).
+//!
+//! When the kernel overwrites records before they were read (a ring buffer overrun), the next
+//! read fails with `EPIPE` and the file position jumps to the oldest record still present. That
+//! is not an error: the reader reports an [`KmsgRead::Overrun`] and carries on, and the memory
+//! cgroup counters (see [`crate::cgroup`]) still account for kills whose lines were lost.
+//!
+//! A thread of its own reads the device with blocking reads (see [`KernelLog`]).
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The kernel's own syslog facility. Records written by user space (any root process can write
+/// to `/dev/kmsg`) carry another facility, so a process cannot forge a kernel OOM report.
+pub const KERNEL_FACILITY: u8 = 0;
+
+/// Large enough for any record: the kernel refuses reads into a buffer smaller than the record.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
+/// One kernel log record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Syslog facility (0 = kernel).
+    pub facility: u8,
+    /// Syslog level (0 = emergency … 7 = debug).
+    pub level: u8,
+    /// Sequence number, growing by one per record during one boot.
+    pub seq: u64,
+    /// Kernel timestamp: microseconds since boot on the kernel's log clock (monotonic).
+    pub timestamp_us: u64,
+    /// The record's flags field (`-`, or `c`/`+` for fragments of a continued line).
+    pub flags: String,
+    /// The message, as the kernel escaped it (non-printable bytes appear as `\xNN`).
+    pub message: String,
+    /// Metadata from the ` KEY=value` continuation lines (`SUBSYSTEM`, `DEVICE`, …).
+    pub metadata: Vec<(String, String)>,
+}
+
+impl Record {
+    /// True when the kernel itself wrote this record.
+    pub fn is_from_kernel(&self) -> bool {
+        self.facility == KERNEL_FACILITY
+    }
+}
+
+/// A record that does not follow the `/dev/kmsg` format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed kernel log record ({reason}): {text:?}")]
+pub struct RecordError {
+    /// What is wrong.
+    pub reason: &'static str,
+    /// The record, lossily decoded and cut to 200 bytes.
+    pub text: String,
+}
+
+/// Parses one record as read from `/dev/kmsg`.
+pub fn parse_record(bytes: &[u8]) -> Result<Record, RecordError> {
+    let text = String::from_utf8_lossy(bytes);
+    let fail = |reason| RecordError {
+        reason,
+        text: text.chars().take(200).collect(),
+    };
+    let mut lines = text.split('\n');
+    let first = lines.next().unwrap_or_default();
+    let (header, message) = first.split_once(';').ok_or_else(|| fail("no `;`"))?;
+    let mut fields = header.split(',');
+    let prio: u32 = fields
+        .next()
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| fail("bad priority"))?;
+    let seq: u64 = fields
+        .next()
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| fail("bad sequence number"))?;
+    let timestamp_us: u64 = fields
+        .next()
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| fail("bad timestamp"))?;
+    let flags = fields.next().unwrap_or("-").to_owned();
+    let metadata = lines
+        .filter_map(|line| line.strip_prefix(' '))
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    Ok(Record {
+        facility: u8::try_from(prio >> 3).unwrap_or(u8::MAX),
+        level: (prio & 7) as u8,
+        seq,
+        timestamp_us,
+        flags,
+        message: message.to_owned(),
+        metadata,
+    })
+}
+
+/// What one read of the kernel log produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KmsgRead {
+    /// A record.
+    Record(Record),
+    /// The kernel overwrote records before they were read (`EPIPE`); reading goes on from the
+    /// oldest record still in the buffer.
+    Overrun,
+    /// A record that could not be parsed.
+    Malformed(RecordError),
+}
+
+/// Records queued between the reading thread and the watcher; when the watcher falls this far
+/// behind, the thread stops reading and the kernel's own ring buffer holds the rest.
+const QUEUED_RECORDS: usize = 1024;
+
+/// A reader of `/dev/kmsg`.
+///
+/// The device is read by a dedicated thread with plain blocking `read(2)` calls, one record each,
+/// and the records are handed over through a bounded channel. (tokio's `AsyncFd` would avoid the
+/// thread, but registering a file descriptor with it now requires `unsafe`, which this workspace
+/// forbids.) The thread ends after the next record once the reader is dropped, and never keeps
+/// the process from exiting.
+#[derive(Debug)]
+pub struct KernelLog {
+    records: tokio::sync::mpsc::Receiver<io::Result<KmsgRead>>,
+}
+
+impl KernelLog {
+    /// Opens the kernel log at `path` (normally `/dev/kmsg`), positioned at the oldest record in
+    /// the ring buffer, and starts reading it.
+    ///
+    /// Fails with `PermissionDenied` when `kernel.dmesg_restrict=1` and the process lacks
+    /// `CAP_SYSLOG`, or when a container's device cgroup does not allow the device (see
+    /// `docs/watcher.md`).
+    pub fn open(path: &Path) -> io::Result<KernelLog> {
+        let file = File::open(path)?;
+        let (sender, records) = tokio::sync::mpsc::channel(QUEUED_RECORDS);
+        std::thread::Builder::new()
+            .name("kmsg-reader".to_owned())
+            .spawn(move || read_records(file, &sender))?;
+        Ok(KernelLog { records })
+    }
+
+    /// Waits for and returns the next record.
+    pub async fn next(&mut self) -> io::Result<KmsgRead> {
+        self.records
+            .recv()
+            .await
+            .unwrap_or_else(|| Err(io::Error::other("the kernel log reader stopped")))
+    }
+}
+
+fn read_records(mut file: File, sender: &tokio::sync::mpsc::Sender<io::Result<KmsgRead>>) {
+    let mut buffer = vec![0; READ_BUFFER_BYTES];
+    loop {
+        let item = match file.read(&mut buffer) {
+            Ok(0) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the kernel log returned end of file",
+            )),
+            Ok(n) => Ok(match parse_record(&buffer[..n]) {
+                Ok(record) => KmsgRead::Record(record),
+                Err(error) => KmsgRead::Malformed(error),
+            }),
+            Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(KmsgRead::Overrun),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => Err(error),
+        };
+        let fatal = item.is_err();
+        if sender.blocking_send(item).is_err() || fatal {
+            return;
+        }
+    }
+}
+
+/// Where reading resumes after a restart: the last record already handled, in which boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumePoint {
+    /// The kernel's boot id when `last_seq` was handled.
+    pub boot_id: String,
+    /// The sequence number of the last record handled.
+    pub last_seq: u64,
+}
+
+impl ResumePoint {
+    /// True when the record `seq` of boot `boot_id` was handled before this point.
+    pub fn already_handled(&self, boot_id: &str, seq: u64) -> bool {
+        self.boot_id == boot_id && seq <= self.last_seq
+    }
+}
+
+/// The file that keeps the [`ResumePoint`] across restarts (on a DaemonSet, a hostPath directory
+/// so that it also survives the pod).
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    /// A state file at `path`; nothing is read or written yet.
+    pub fn new(path: impl Into<PathBuf>) -> StateFile {
+        StateFile { path: path.into() }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the resume point. A missing file is `Ok(None)`; an unreadable or corrupt one is an
+    /// error (callers log it and start afresh rather than refuse to run).
+    pub fn load(&self) -> io::Result<Option<ResumePoint>> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
+    }
+
+    /// Writes the resume point atomically (a temporary file renamed over the old one), so a crash
+    /// mid-write never leaves a truncated file.
+    pub fn save(&self, point: &ResumePoint) -> io::Result<()> {
+        let mut temporary = self.path.clone().into_os_string();
+        temporary.push(".tmp");
+        let temporary = PathBuf::from(temporary);
+        let json = serde_json::to_vec(point).map_err(io::Error::other)?;
+        std::fs::write(&temporary, json)?;
+        std::fs::rename(&temporary, &self.path)
+    }
+}
+
+/// Reads the kernel's boot id, which changes on every boot (and is the host's, not namespaced,
+/// inside a container).
+pub fn read_boot_id(path: &Path) -> io::Result<String> {
+    let id = std::fs::read_to_string(path)?.trim().to_owned();
+    if id.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is empty", path.display()),
+        ));
+    }
+    Ok(id)
+}
+
+/// Now, on the clock kernel log timestamps use (`CLOCK_MONOTONIC`), in microseconds.
+pub fn monotonic_now_us() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0) / 1_000
+}
+
+/// The wall-clock time of a kernel timestamp, given the monotonic and wall clocks now.
+pub fn wall_time_of(
+    timestamp_us: u64,
+    monotonic_now_us: u64,
+    wall_now: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
+    let age_us = monotonic_now_us.saturating_sub(timestamp_us);
+    wall_now - chrono::Duration::microseconds(i64::try_from(age_us).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_parse_with_their_metadata() {
+        let record = parse_record(
+            b"3,423,619058975,-;Memory cgroup out of memory: Killed process 13192 (python3)\n",
+        )
+        .expect("parses");
+        assert_eq!((record.facility, record.level, record.seq), (0, 3, 423));
+        assert_eq!(record.timestamp_us, 619_058_975);
+        assert_eq!(record.flags, "-");
+        assert!(record.message.starts_with("Memory cgroup out of memory"));
+        assert!(record.is_from_kernel());
+
+        let record = parse_record(
+            b"6,1337,5000,-,caller=T1;usb 1-1: new device\n SUBSYSTEM=usb\n DEVICE=c189:1\n",
+        )
+        .expect("parses");
+        assert_eq!(record.message, "usb 1-1: new device");
+        assert_eq!(
+            record.metadata,
+            [
+                ("SUBSYSTEM".to_owned(), "usb".to_owned()),
+                ("DEVICE".to_owned(), "c189:1".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn user_space_records_are_not_from_the_kernel() {
+        // `echo '<3>fake' > /dev/kmsg` gets facility 1 (user): prio 11 = 1 << 3 | 3.
+        let record = parse_record(b"11,12,13,-;Killed process 1 (init)\n").expect("parses");
+        assert_eq!(record.facility, 1);
+        assert!(!record.is_from_kernel());
+    }
+
+    #[test]
+    fn malformed_records_are_errors_not_panics() {
+        for bad in [&b""[..], b"no header", b"x,1,2,-;m", b"3,x,2,-;m", b"3,1,y,-;m", b"\xff;"] {
+            assert!(parse_record(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn resume_points_skip_only_the_same_boot() {
+        let point = ResumePoint {
+            boot_id: "a".into(),
+            last_seq: 10,
+        };
+        assert!(point.already_handled("a", 10));
+        assert!(!point.already_handled("a", 11));
+        assert!(!point.already_handled("b", 3));
+    }
+
+    #[test]
+    fn state_files_round_trip_and_report_corruption() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateFile::new(dir.path().join("state.json"));
+        assert_eq!(state.load().expect("missing is fine"), None);
+        let point = ResumePoint {
+            boot_id: "b".into(),
+            last_seq: 99,
+        };
+        state.save(&point).expect("save");
+        assert_eq!(state.load().expect("load"), Some(point));
+        std::fs::write(state.path(), "{").expect("write");
+        assert!(state.load().is_err());
+    }
+
+    #[test]
+    fn wall_time_subtracts_the_record_age() {
+        let now = chrono::Utc::now();
+        let then = wall_time_of(1_000_000, 3_500_000, now);
+        assert_eq!(now - then, chrono::Duration::microseconds(2_500_000));
+        // A timestamp from the future (clock skew) is "now", never later.
+        assert_eq!(wall_time_of(5, 1, now), now);
+    }
+
+    #[tokio::test]
+    async fn the_real_kernel_log_yields_records_in_sequence() {
+        // /dev/kmsg exists on every Linux machine this is built for; reading it may need
+        // CAP_SYSLOG, which the test environment has (it runs as root).
+        let mut log = KernelLog::open(Path::new("/dev/kmsg")).expect("open /dev/kmsg");
+        let mut last = None;
+        for _ in 0..5 {
+            match log.next().await.expect("read") {
+                KmsgRead::Record(record) => {
+                    if let Some(last) = last {
+                        assert!(record.seq > last);
+                    }
+                    last = Some(record.seq);
+                }
+                KmsgRead::Overrun => last = None,
+                KmsgRead::Malformed(error) => panic!("{error}"),
+            }
+        }
+        assert!(last.is_some());
+    }
+}

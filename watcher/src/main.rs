@@ -1,0 +1,36 @@
+//! `bonker-watcher`: see `bonker-watcher --help` and `docs/watcher.md`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    bonker_client::init_tracing();
+    let flags = bonker_watcher::Flags::parse();
+    let config = match bonker_watcher::WatcherSettings::load(&flags)
+        .map_err(anyhow::Error::from)
+        .and_then(|settings| settings.validate().map_err(anyhow::Error::from))
+    {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("bonker-watcher: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("bonker-watcher: cannot listen on {}: {error}", config.listen);
+            return ExitCode::from(2);
+        }
+    };
+    tracing::info!(listen = %config.listen, node = %config.node_name, "bonker-watcher starting");
+    match bonker_watcher::run(config, listener, bonker_client::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bonker-watcher: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

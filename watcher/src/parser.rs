@@ -1,0 +1,610 @@
+//! The kernel's OOM report, line by line, across kernel versions 3.10 to 6.x.
+//!
+//! An OOM kill writes a report of dozens of records; three kinds of line matter:
+//!
+//! - the summary (4.19 and later): `oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),
+//!   cpuset=…,mems_allowed=0,oom_memcg=/…,task_memcg=/…,task=python3,pid=1234,uid=0` — which cgroup
+//!   hit its limit and which cgroup the victim lived in. A global (node-wide) OOM says
+//!   `global_oom` instead of `oom_memcg=…`. Before 4.19 the same facts came as
+//!   `Task in /… killed as a result of limit of /…`.
+//! - the kill: `Memory cgroup out of memory: Killed process 1234 (python3) total-vm:…kB,
+//!   anon-rss:…kB, file-rss:…kB, shmem-rss:…kB, UID:0 pgtables:…kB oom_score_adj:0`. Before 5.1
+//!   there is no `…: ` prefix; `shmem-rss` arrived in 4.5, `UID` in 5.3, `pgtables` and
+//!   `oom_score_adj` in 5.10. This is the one line the kernel never rate-limits.
+//! - `Tasks in /… are going to be killed due to memory.oom.group set` (cgroup v2 with
+//!   `memory.oom.group=1`, which the kubelet sets on containers since 1.28): the kills that follow
+//!   have no summary of their own.
+//!
+//! The summary and the header around it are rate-limited by the kernel (10 reports per 5 s), so a
+//! kill line may come alone; [`OomAssembler`] then yields a kill without a cgroup and the watcher
+//! fills it in from the memory cgroup counters.
+//!
+//! Parsing is by hand rather than by regular expression: the values are simple, and two of them
+//! (the process name, bitmap lists such as `mems_allowed=0-1,3`) contain the very separators a
+//! naive split would use.
+
+/// A summary line: `oom-kill:constraint=…,task_memcg=…,task=…,pid=…,uid=…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OomSummary {
+    /// `CONSTRAINT_MEMCG` for a cgroup limit, `CONSTRAINT_NONE` for a node-wide OOM, …
+    pub constraint: Option<String>,
+    /// The cgroup whose limit was hit (`None` for a global OOM).
+    pub oom_memcg: Option<String>,
+    /// The victim's memory cgroup.
+    pub task_memcg: Option<String>,
+    /// The victim's name (the kernel's 15-character `comm`).
+    pub task: String,
+    /// The victim's pid.
+    pub pid: u32,
+    /// The victim's uid.
+    pub uid: Option<u32>,
+    /// True when the kernel reported `global_oom`.
+    pub global: bool,
+}
+
+/// A kill line: `[…: ]Killed process PID (NAME) total-vm:…kB, anon-rss:…kB, …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KilledProcess {
+    /// What the kernel says happened, e.g. `Memory cgroup out of memory` or `Out of memory`
+    /// (absent before 5.1).
+    pub context: Option<String>,
+    /// The killed process's pid.
+    pub pid: u32,
+    /// The killed process's name.
+    pub name: String,
+    /// Virtual memory size, in KiB.
+    pub total_vm_kb: u64,
+    /// Anonymous resident memory, in KiB.
+    pub anon_rss_kb: u64,
+    /// File-backed resident memory, in KiB.
+    pub file_rss_kb: u64,
+    /// Shared-memory resident memory, in KiB (4.5 and later).
+    pub shmem_rss_kb: Option<u64>,
+    /// The process's uid (5.3 and later).
+    pub uid: Option<u32>,
+    /// Page-table size, in KiB (5.10 and later).
+    pub pgtables_kb: Option<u64>,
+    /// The process's `oom_score_adj` (5.10 and later).
+    pub oom_score_adj: Option<i32>,
+}
+
+/// One OOM-related kernel log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OomLine {
+    /// `… invoked oom-killer: …`: a new OOM report starts.
+    Invoked {
+        /// The process whose allocation failed (not necessarily the victim).
+        process: String,
+    },
+    /// The `oom-kill:` summary (4.19 and later).
+    Summary(OomSummary),
+    /// `Task in X killed as a result of limit of Y` (before 4.19).
+    LegacyTaskIn {
+        /// The victim's memory cgroup.
+        task_memcg: String,
+        /// The cgroup whose limit was hit.
+        oom_memcg: String,
+    },
+    /// `Tasks in X are going to be killed due to memory.oom.group set`.
+    GroupKill {
+        /// The cgroup all of whose tasks are killed.
+        memcg: String,
+    },
+    /// A process was killed.
+    Killed(KilledProcess),
+}
+
+/// A line that is clearly part of an OOM report but could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot parse OOM line ({reason}): {line:?}")]
+pub struct ParseError {
+    /// What was wrong.
+    pub reason: String,
+    /// The line, cut to 300 bytes.
+    pub line: String,
+}
+
+fn parse_error(reason: impl Into<String>, line: &str) -> ParseError {
+    ParseError {
+        reason: reason.into(),
+        line: line.chars().take(300).collect(),
+    }
+}
+
+const SUMMARY_PREFIX: &str = "oom-kill:";
+const KILLED_MARKER: &str = "Killed process ";
+const INVOKED_MARKER: &str = " invoked oom-killer";
+const LEGACY_TASK_IN: &str = "Task in ";
+const LEGACY_LIMIT_OF: &str = " killed as a result of limit of ";
+const GROUP_PREFIX: &str = "Tasks in ";
+const GROUP_SUFFIX: &str = " are going to be killed due to memory.oom.group set";
+
+/// Classifies a kernel log message: `None` for lines that have nothing to do with OOM kills,
+/// `Some(Err(_))` for lines that look like OOM report lines but do not parse.
+pub fn parse_line(message: &str) -> Option<Result<OomLine, ParseError>> {
+    let message = message.trim_end();
+    if let Some(rest) = message.strip_prefix(SUMMARY_PREFIX) {
+        return Some(parse_summary(rest, message).map(OomLine::Summary));
+    }
+    if let Some(position) = message.find(KILLED_MARKER) {
+        // `Killed process` opens the line, or follows the `context: ` prefix.
+        let prefix = &message[..position];
+        if prefix.is_empty() || prefix.ends_with(": ") {
+            return Some(parse_killed(prefix, &message[position + KILLED_MARKER.len()..], message)
+                .map(OomLine::Killed));
+        }
+        return None;
+    }
+    if let Some(rest) = message.strip_prefix(GROUP_PREFIX)
+        && let Some(memcg) = rest.strip_suffix(GROUP_SUFFIX)
+    {
+        return Some(Ok(OomLine::GroupKill {
+            memcg: memcg.to_owned(),
+        }));
+    }
+    if let Some(rest) = message.strip_prefix(LEGACY_TASK_IN)
+        && let Some((task_memcg, oom_memcg)) = rest.split_once(LEGACY_LIMIT_OF)
+    {
+        return Some(Ok(OomLine::LegacyTaskIn {
+            task_memcg: task_memcg.to_owned(),
+            oom_memcg: oom_memcg.to_owned(),
+        }));
+    }
+    if let Some(position) = message.find(INVOKED_MARKER)
+        && message[position + INVOKED_MARKER.len()..].starts_with(':')
+    {
+        return Some(Ok(OomLine::Invoked {
+            process: message[..position].to_owned(),
+        }));
+    }
+    None
+}
+
+/// The keys of the summary, in the order the kernel prints them.
+const SUMMARY_KEYS: [&str; 6] = [
+    "constraint",
+    "nodemask",
+    "cpuset",
+    "mems_allowed",
+    "oom_memcg",
+    "task_memcg",
+];
+
+fn parse_summary(rest: &str, line: &str) -> Result<OomSummary, ParseError> {
+    // The line ends in `,task=NAME,pid=N,uid=N`; NAME may hold anything, so peel from the right.
+    let mut head = rest;
+    let mut uid = None;
+    if let Some((before, value)) = head.rsplit_once(",uid=")
+        && let Ok(parsed) = value.parse()
+    {
+        uid = Some(parsed);
+        head = before;
+    }
+    let (before, pid) = head
+        .rsplit_once(",pid=")
+        .ok_or_else(|| parse_error("no pid", line))?;
+    let pid: u32 = pid
+        .parse()
+        .map_err(|_| parse_error(format!("pid {pid:?} is not a number"), line))?;
+    // `task=` follows `task_memcg=…` when there is one; a cgroup path is written by the kubelet
+    // or the runtime, while the task name is chosen by the (possibly hostile) workload, so the
+    // first `,task=` after the memcg path is the right one.
+    let search_from = before.find("task_memcg=").map_or(0, |i| i + "task_memcg=".len());
+    let task_at = before[search_from..]
+        .find(",task=")
+        .map(|i| i + search_from)
+        .or_else(|| before.starts_with("task=").then_some(0))
+        .ok_or_else(|| parse_error("no task", line))?;
+    let task_field = &before[task_at..];
+    let task = task_field
+        .strip_prefix(",task=")
+        .or_else(|| task_field.strip_prefix("task="))
+        .unwrap_or_default()
+        .to_owned();
+    let fields = &before[..task_at];
+
+    let mut summary = OomSummary {
+        constraint: None,
+        oom_memcg: None,
+        task_memcg: None,
+        task,
+        pid,
+        uid,
+        global: false,
+    };
+    // Split on commas, but a comma only starts a new field when a known key follows it: bitmap
+    // lists (`mems_allowed=0-1,3`) contain commas too.
+    let mut current: Option<(&str, String)> = None;
+    let finish = |field: Option<(&str, String)>, summary: &mut OomSummary| {
+        if let Some((key, value)) = field {
+            match key {
+                "constraint" => summary.constraint = Some(value),
+                "oom_memcg" => summary.oom_memcg = Some(value),
+                "task_memcg" => summary.task_memcg = Some(value),
+                _ => {}
+            }
+        }
+    };
+    for token in fields.split(',') {
+        if token == "global_oom" {
+            finish(current.take(), &mut summary);
+            summary.global = true;
+            continue;
+        }
+        let key = token
+            .split_once('=')
+            .map(|(key, _)| key)
+            .filter(|key| SUMMARY_KEYS.contains(key));
+        match key {
+            Some(key) => {
+                finish(current.take(), &mut summary);
+                current = Some((key, token[key.len() + 1..].to_owned()));
+            }
+            None => match current.as_mut() {
+                Some((_, value)) => {
+                    value.push(',');
+                    value.push_str(token);
+                }
+                None if token.is_empty() => {}
+                None => return Err(parse_error(format!("unexpected field {token:?}"), line)),
+            },
+        }
+    }
+    finish(current.take(), &mut summary);
+    if summary.oom_memcg.is_none()
+        && summary.constraint.as_deref() == Some("CONSTRAINT_NONE")
+    {
+        summary.global = true;
+    }
+    Ok(summary)
+}
+
+fn parse_killed(prefix: &str, rest: &str, line: &str) -> Result<KilledProcess, ParseError> {
+    let context = prefix
+        .strip_suffix(": ")
+        .map(str::to_owned)
+        .filter(|c| !c.is_empty());
+    let (pid, rest) = rest
+        .split_once(" (")
+        .ok_or_else(|| parse_error("no `(` after the pid", line))?;
+    let pid: u32 = pid
+        .parse()
+        .map_err(|_| parse_error(format!("pid {pid:?} is not a number"), line))?;
+    // `NAME) total-vm:…`, or on some distribution kernels `NAME), UID N, total-vm:…`.
+    let (head, rest) = rest
+        .rsplit_once(" total-vm:")
+        .ok_or_else(|| parse_error("no total-vm", line))?;
+    let (name, uid) = match head.rsplit_once("), UID ") {
+        Some((name, uid)) => {
+            let uid = uid.trim_end_matches(',');
+            let uid: u32 = uid
+                .parse()
+                .map_err(|_| parse_error(format!("UID {uid:?} is not a number"), line))?;
+            (name, Some(uid))
+        }
+        None => (
+            head.strip_suffix(')')
+                .ok_or_else(|| parse_error("no `)` after the process name", line))?,
+            None,
+        ),
+    };
+    let mut killed = KilledProcess {
+        context,
+        pid,
+        name: name.to_owned(),
+        total_vm_kb: 0,
+        anon_rss_kb: 0,
+        file_rss_kb: 0,
+        shmem_rss_kb: None,
+        uid,
+        pgtables_kb: None,
+        oom_score_adj: None,
+    };
+    let fields = format!("total-vm:{rest}");
+    let mut seen_required = 0;
+    for token in fields.split([',', ' ']).filter(|t| !t.is_empty()) {
+        let (key, value) = token
+            .split_once(':')
+            .ok_or_else(|| parse_error(format!("field {token:?} has no `:`"), line))?;
+        let number = value.strip_suffix("kB").unwrap_or(value);
+        let kilobytes = || -> Result<u64, ParseError> {
+            number
+                .parse()
+                .map_err(|_| parse_error(format!("{key} {value:?} is not a number"), line))
+        };
+        match key {
+            "total-vm" => {
+                killed.total_vm_kb = kilobytes()?;
+                seen_required += 1;
+            }
+            "anon-rss" => {
+                killed.anon_rss_kb = kilobytes()?;
+                seen_required += 1;
+            }
+            "file-rss" => {
+                killed.file_rss_kb = kilobytes()?;
+                seen_required += 1;
+            }
+            "shmem-rss" => killed.shmem_rss_kb = Some(kilobytes()?),
+            "pgtables" => killed.pgtables_kb = Some(kilobytes()?),
+            "UID" => {
+                killed.uid = Some(
+                    number
+                        .parse()
+                        .map_err(|_| parse_error(format!("UID {value:?} is not a number"), line))?,
+                );
+            }
+            "oom_score_adj" => {
+                killed.oom_score_adj = Some(number.parse().map_err(|_| {
+                    parse_error(format!("oom_score_adj {value:?} is not a number"), line)
+                })?);
+            }
+            // Fields a future kernel may add are fine.
+            _ => {}
+        }
+    }
+    if seen_required < 3 {
+        return Err(parse_error("missing total-vm, anon-rss or file-rss", line));
+    }
+    Ok(killed)
+}
+
+/// One process killed by the OOM killer, assembled from the report's lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelKill {
+    /// Sequence number of the record that completed the kill (the kill line, or the summary
+    /// when the kill line never came).
+    pub seq: u64,
+    /// Kernel timestamp of that record, in microseconds since boot.
+    pub timestamp_us: u64,
+    /// The killed process's pid.
+    pub pid: u32,
+    /// The killed process's name.
+    pub process: String,
+    /// The victim's memory cgroup, when the report said.
+    pub task_memcg: Option<String>,
+    /// The cgroup whose limit was hit, when the report said.
+    pub oom_memcg: Option<String>,
+    /// True for a node-wide OOM (no cgroup limit involved).
+    pub global: bool,
+    /// Resident memory at the kill, in KiB (anon + file + shmem), when the kill line came.
+    pub rss_kb: Option<u64>,
+    /// True when the process died because its cgroup has `memory.oom.group` set and another
+    /// process in it was chosen: part of an OOM event already reported.
+    pub group_member: bool,
+    /// True when `task_memcg` is the group's cgroup, an ancestor of the victim's own cgroup.
+    pub memcg_is_ancestor: bool,
+}
+
+/// Something the assembler produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assembled {
+    /// A kill.
+    Kill(KernelKill),
+    /// An OOM report line that could not be parsed.
+    ParseFailure(ParseError),
+}
+
+#[derive(Debug, Clone)]
+struct PendingSummary {
+    summary: OomSummary,
+    seq: u64,
+    timestamp_us: u64,
+}
+
+/// Turns the kernel's OOM report lines into [`KernelKill`]s.
+///
+/// A kill is complete at its `Killed process` line, which takes the cgroups from the summary
+/// (or legacy `Task in` line) before it. A summary whose kill line never arrives (lost in a ring
+/// buffer overrun) becomes a kill of its own when the next report starts or on [`Self::flush`].
+#[derive(Debug, Default)]
+pub struct OomAssembler {
+    summary: Option<PendingSummary>,
+    legacy: Option<(String, String)>,
+    group: Option<String>,
+}
+
+impl OomAssembler {
+    /// An assembler with nothing pending.
+    pub fn new() -> OomAssembler {
+        OomAssembler::default()
+    }
+
+    /// True while a summary waits for its kill line; the caller should call [`Self::flush`] if
+    /// no further record arrives shortly.
+    pub fn has_pending(&self) -> bool {
+        self.summary.is_some()
+    }
+
+    /// Feeds one kernel record's message.
+    pub fn push(&mut self, seq: u64, timestamp_us: u64, message: &str) -> Vec<Assembled> {
+        let mut out = Vec::new();
+        match parse_line(message) {
+            None => {}
+            Some(Err(error)) => out.push(Assembled::ParseFailure(error)),
+            Some(Ok(OomLine::Invoked { .. })) => {
+                out.extend(self.flush());
+                self.legacy = None;
+                self.group = None;
+            }
+            Some(Ok(OomLine::Summary(summary))) => {
+                out.extend(self.flush());
+                self.group = None;
+                self.summary = Some(PendingSummary {
+                    summary,
+                    seq,
+                    timestamp_us,
+                });
+            }
+            Some(Ok(OomLine::LegacyTaskIn {
+                task_memcg,
+                oom_memcg,
+            })) => {
+                self.legacy = Some((task_memcg, oom_memcg));
+            }
+            Some(Ok(OomLine::GroupKill { memcg })) => {
+                self.group = Some(memcg);
+            }
+            Some(Ok(OomLine::Killed(killed))) => {
+                let rss_kb = killed.anon_rss_kb + killed.file_rss_kb + killed.shmem_rss_kb.unwrap_or(0);
+                let global_context = killed
+                    .context
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with("Out of memory"));
+                let mut kill = KernelKill {
+                    seq,
+                    timestamp_us,
+                    pid: killed.pid,
+                    process: killed.name,
+                    task_memcg: None,
+                    oom_memcg: None,
+                    global: global_context,
+                    rss_kb: Some(rss_kb),
+                    group_member: false,
+                    memcg_is_ancestor: false,
+                };
+                if let Some(pending) = self.summary.take() {
+                    // Before 5.2 the kernel could kill a child of the chosen task
+                    // ("sacrifice child"): the summary's pid then differs, its cgroups still hold.
+                    kill.task_memcg = pending.summary.task_memcg;
+                    kill.oom_memcg = pending.summary.oom_memcg;
+                    kill.global |= pending.summary.global;
+                } else if let Some(group) = &self.group {
+                    kill.task_memcg = Some(group.clone());
+                    kill.oom_memcg = Some(group.clone());
+                    kill.group_member = true;
+                    kill.memcg_is_ancestor = true;
+                } else if let Some((task_memcg, oom_memcg)) = self.legacy.take() {
+                    kill.task_memcg = Some(task_memcg);
+                    kill.oom_memcg = Some(oom_memcg);
+                }
+                out.push(Assembled::Kill(kill));
+            }
+        }
+        out
+    }
+
+    /// Completes a summary whose kill line has not arrived, as a kill of its own.
+    pub fn flush(&mut self) -> Option<Assembled> {
+        let pending = self.summary.take()?;
+        Some(Assembled::Kill(KernelKill {
+            seq: pending.seq,
+            timestamp_us: pending.timestamp_us,
+            pid: pending.summary.pid,
+            process: pending.summary.task,
+            task_memcg: pending.summary.task_memcg,
+            oom_memcg: pending.summary.oom_memcg,
+            global: pending.summary.global,
+            rss_kb: None,
+            group_member: false,
+            memcg_is_ancestor: false,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn killed(line: &str) -> KilledProcess {
+        match parse_line(line) {
+            Some(Ok(OomLine::Killed(k))) => k,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    fn summary(line: &str) -> OomSummary {
+        match parse_line(line) {
+            Some(Ok(OomLine::Summary(s))) => s,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn kill_lines_of_every_generation() {
+        let k = killed("Killed process 28438 (java) total-vm:20255636kB, anon-rss:466160kB, file-rss:13684kB");
+        assert_eq!((k.pid, k.name.as_str(), k.context), (28438, "java", None));
+        assert_eq!((k.anon_rss_kb, k.file_rss_kb, k.shmem_rss_kb), (466_160, 13_684, None));
+
+        let k = killed("Killed process 387951 (runc:[2:INIT]) total-vm:477124kB, anon-rss:3000kB, file-rss:3896kB, shmem-rss:0kB");
+        assert_eq!(k.name, "runc:[2:INIT]");
+        assert_eq!(k.shmem_rss_kb, Some(0));
+
+        let k = killed("Memory cgroup out of memory: Killed process 4321 (node) total-vm:1200000kB, anon-rss:500000kB, file-rss:20000kB, shmem-rss:0kB, UID:1000");
+        assert_eq!(k.context.as_deref(), Some("Memory cgroup out of memory"));
+        assert_eq!(k.uid, Some(1000));
+        assert_eq!(k.pgtables_kb, None);
+
+        let k = killed("Memory cgroup out of memory: Killed process 13192 (python3) total-vm:82132kB, anon-rss:65152kB, file-rss:6652kB, shmem-rss:0kB, UID:0 pgtables:192kB oom_score_adj:0");
+        assert_eq!((k.pgtables_kb, k.oom_score_adj, k.uid), (Some(192), Some(0), Some(0)));
+
+        let k = killed("Out of memory: Killed process 77 (my (odd) name) total-vm:10kB, anon-rss:1kB, file-rss:2kB, shmem-rss:3kB, UID:0 pgtables:4kB oom_score_adj:-998");
+        assert_eq!(k.name, "my (odd) name");
+        assert_eq!(k.oom_score_adj, Some(-998));
+    }
+
+    #[test]
+    fn summaries_with_bitmaps_global_ooms_and_odd_task_names() {
+        let s = summary("oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=cri-containerd-ec9e.scope,mems_allowed=0-1,3,oom_memcg=/kubepods.slice/a.slice,task_memcg=/kubepods.slice/a.slice/b.scope,task=pt_main_thread,pid=461754,uid=0");
+        assert_eq!(s.constraint.as_deref(), Some("CONSTRAINT_MEMCG"));
+        assert_eq!(s.oom_memcg.as_deref(), Some("/kubepods.slice/a.slice"));
+        assert_eq!(s.task_memcg.as_deref(), Some("/kubepods.slice/a.slice/b.scope"));
+        assert_eq!((s.task.as_str(), s.pid, s.uid, s.global), ("pt_main_thread", 461_754, Some(0), false));
+
+        let s = summary("oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/system.slice/x.service,task=x,pid=1,uid=0");
+        assert!(s.global);
+        assert_eq!(s.oom_memcg, None);
+        assert_eq!(s.task_memcg.as_deref(), Some("/system.slice/x.service"));
+
+        let s = summary("oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/a,task_memcg=/a,task=evil,task=x,pid=5,uid=7");
+        assert_eq!(s.task_memcg.as_deref(), Some("/a"));
+        assert_eq!(s.task, "evil,task=x");
+    }
+
+    #[test]
+    fn unrelated_and_broken_lines() {
+        assert_eq!(parse_line("usb 1-1: new device"), None);
+        assert_eq!(parse_line("Memory cgroup out of memory: Kill process 62685 (bash) score 0 or sacrifice child"), None);
+        assert_eq!(parse_line("oom_reaper: reaped process 387951 (runc:[2:INIT]), now anon-rss:0kB, file-rss:0kB, shmem-rss:0kB"), None);
+        assert_eq!(parse_line("audit: comm=\"x\" msg='Killed process'"), None);
+        assert!(matches!(parse_line("oom-kill:constraint=CONSTRAINT_MEMCG"), Some(Err(_))));
+        assert!(matches!(parse_line("Memory cgroup out of memory: Killed process x (y) total-vm:1kB"), Some(Err(_))));
+        assert!(matches!(parse_line("Killed process 1 (y) total-vm:1kB, anon-rss:zkB, file-rss:1kB"), Some(Err(_))));
+        assert!(matches!(parse_line("Killed process 1 (y) total-vm:1kB"), Some(Err(_))));
+    }
+
+    #[test]
+    fn group_kills_are_members_of_one_event() {
+        let mut assembler = OomAssembler::new();
+        assembler.push(1, 10, "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/g,task_memcg=/g/c,task=a,pid=10,uid=0");
+        let first = assembler.push(2, 11, "Memory cgroup out of memory: Killed process 10 (a) total-vm:1kB, anon-rss:1kB, file-rss:1kB, shmem-rss:0kB, UID:0 pgtables:1kB oom_score_adj:0");
+        assert!(assembler.push(3, 12, "Tasks in /g are going to be killed due to memory.oom.group set").is_empty());
+        let second = assembler.push(4, 13, "Memory cgroup out of memory: Killed process 11 (b) total-vm:1kB, anon-rss:1kB, file-rss:1kB, shmem-rss:0kB, UID:0 pgtables:1kB oom_score_adj:0");
+        let [Assembled::Kill(first)] = first.as_slice() else { panic!("{first:?}") };
+        let [Assembled::Kill(second)] = second.as_slice() else { panic!("{second:?}") };
+        assert_eq!((first.task_memcg.as_deref(), first.group_member), (Some("/g/c"), false));
+        assert_eq!((second.task_memcg.as_deref(), second.group_member), (Some("/g"), true));
+        assert!(second.memcg_is_ancestor);
+    }
+
+    #[test]
+    fn a_summary_without_its_kill_line_is_still_a_kill() {
+        let mut assembler = OomAssembler::new();
+        assembler.push(7, 70, "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/a,task_memcg=/a,task=x,pid=9,uid=0");
+        assert!(assembler.has_pending());
+        let next = assembler.push(8, 80, "y invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0");
+        let [Assembled::Kill(kill)] = next.as_slice() else { panic!("{next:?}") };
+        assert_eq!((kill.seq, kill.pid, kill.rss_kb), (7, 9, None));
+        assert!(!assembler.has_pending());
+        assert_eq!(assembler.flush(), None);
+    }
+
+    #[test]
+    fn a_kill_line_alone_has_no_cgroup() {
+        let mut assembler = OomAssembler::new();
+        let out = assembler.push(5, 50, "Memory cgroup out of memory: Killed process 3 (z) total-vm:1kB, anon-rss:1kB, file-rss:1kB, shmem-rss:0kB");
+        let [Assembled::Kill(kill)] = out.as_slice() else { panic!("{out:?}") };
+        assert_eq!(kill.task_memcg, None);
+        assert_eq!(kill.rss_kb, Some(2));
+    }
+}

@@ -1,0 +1,550 @@
+//! The watcher itself: one struct that owns all state, and one `select!` loop over its inputs
+//! (kernel log records, cgroup counter readings, timers, shutdown).
+//!
+//! A kill is reported once, by whichever source has it first:
+//! - the kernel log, normally: its kill line is read within milliseconds, carries the process
+//!   name and (with the summary before it) the victim's cgroup; published at once.
+//! - a kill line without a cgroup (the kernel rate-limits the summary to 10 per 5 s) waits for the
+//!   next counter reading, which says which cgroup counted a kill, and is published then.
+//! - a counted kill no kernel log line explains within the grace period (lost to an overrun,
+//!   unparseable, or no kernel log access at all) is published from the counter alone.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bonker_protocol::{Bonk, BonkId, Namespace, Severity, Source, Topics};
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::cgroup::{CounterTracker, Counters, Hierarchy, Ledger};
+use crate::config::WatcherConfig;
+use crate::identity::{CgroupIdentity, identify};
+use crate::kmsg::{self, KernelLog, KmsgRead, ResumePoint, StateFile};
+use crate::kube::{KubeApi, PodDirectory, PodNames};
+use crate::metrics::{CounterOnlyLabels, KillLabels, Metrics};
+use crate::parser::{Assembled, KernelKill, OomAssembler};
+use crate::publish::BonkPublisher;
+
+/// How long a summary waits for its kill line before it is reported alone.
+const SUMMARY_WAIT: Duration = Duration::from_millis(250);
+/// How long unmatched kernel-log kills are remembered for the counters.
+const CREDIT_LIFETIME: Duration = Duration::from_secs(30);
+/// Most unmatched entries of each kind kept in the ledger.
+const MAX_LEDGER_ENTRIES: usize = 10_000;
+/// Most kills kept waiting for a cgroup.
+const MAX_AWAITING: usize = 1_000;
+
+/// The reason every watcher bonk carries.
+pub const REASON: &str = "OOMKilled";
+
+/// One kill, ready to be reported.
+#[derive(Debug, Clone)]
+struct KillReport {
+    id: BonkId,
+    process: Option<String>,
+    pid: Option<u32>,
+    cgroup: Option<String>,
+    oom_cgroup: Option<String>,
+    global: bool,
+    rss_kb: Option<u64>,
+    fired_at: DateTime<Utc>,
+    /// Kernel timestamp, for the detection delay metric.
+    timestamp_us: Option<u64>,
+    /// Counted and bonked (false for `memory.oom.group` members and history).
+    bonk: bool,
+    counter_only: bool,
+}
+
+/// The node watcher.
+#[derive(Debug)]
+pub struct Watcher {
+    config: WatcherConfig,
+    boot_id: String,
+    topics: Topics,
+    metrics: Metrics,
+    publisher: BonkPublisher,
+    directory: PodDirectory,
+    hierarchy: Option<Hierarchy>,
+    state_file: Option<StateFile>,
+    resume: Option<ResumePoint>,
+    /// True when the watcher started from a resume point of this boot (a restart, not a reboot
+    /// or a first start).
+    resumed: bool,
+    assembler: OomAssembler,
+    summary_deadline: Option<tokio::time::Instant>,
+    tracker: CounterTracker,
+    ledger: Ledger,
+    /// Kernel-log kills without a cgroup, waiting for a counter reading, with their deadline.
+    awaiting: VecDeque<(KernelKill, Instant)>,
+    /// Kernel timestamp (µs) of the counters' baseline: older kills are already in it.
+    baseline_us: u64,
+    kernel_log_open: bool,
+}
+
+impl Watcher {
+    /// Prepares the watcher: reads the boot id and resume point, finds the memory cgroup
+    /// hierarchy, builds the Kubernetes client and starts the MQTT client.
+    pub fn new(config: WatcherConfig, metrics: Metrics) -> anyhow::Result<Watcher> {
+        use anyhow::Context as _;
+        let boot_id = kmsg::read_boot_id(&config.boot_id_file)
+            .with_context(|| format!("reading the boot id from {}", config.boot_id_file.display()))?;
+        let state_file = config.state_file.clone().map(StateFile::new);
+        let resume = match state_file.as_ref().map(StateFile::load).transpose() {
+            Ok(point) => point.flatten(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the state file; starting without a resume point");
+                None
+            }
+        };
+        let hierarchy = match config.cgroup_scan_interval {
+            None => None,
+            Some(_) => match Hierarchy::detect(&config.cgroup_root) {
+                Ok(hierarchy) => {
+                    tracing::info!(cgroup = hierarchy.version(), root = %hierarchy.root().display(), "reading memory cgroup OOM counters");
+                    Some(hierarchy)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "memory cgroup counters unavailable; relying on the kernel log alone");
+                    None
+                }
+            },
+        };
+        let api = match &config.kube_api {
+            Some(settings) => Some(KubeApi::new(settings, &config.node_name)?),
+            None => {
+                tracing::warn!("no Kubernetes API configured (not in a cluster and no --kube-api-url): kills are reported by cgroup path, without pod names");
+                None
+            }
+        };
+        let publisher = BonkPublisher::start(
+            &config.mqtt,
+            &config.node_name,
+            config.max_queued_bonks,
+            metrics.clone(),
+        )?;
+        let resumed = resume.as_ref().is_some_and(|p| p.boot_id == boot_id);
+        Ok(Watcher {
+            topics: Topics::new(config.prefix.clone()),
+            boot_id,
+            metrics,
+            publisher,
+            directory: PodDirectory::new(api),
+            hierarchy,
+            state_file,
+            resumed,
+            resume,
+            assembler: OomAssembler::new(),
+            summary_deadline: None,
+            tracker: CounterTracker::new(),
+            ledger: Ledger::new(CREDIT_LIFETIME, MAX_LEDGER_ENTRIES),
+            awaiting: VecDeque::new(),
+            baseline_us: 0,
+            kernel_log_open: false,
+            config,
+        })
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains the publish queue.
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        if self.directory.has_api() {
+            match self.directory.refresh().await {
+                Ok(pods) => tracing::info!(pods, node = %self.config.node_name, "listed this node's pods"),
+                Err(error) => tracing::warn!(%error, "cannot list this node's pods yet; will retry on the first kill"),
+            }
+        }
+        // The counters' baseline comes first, so kills found later in the kernel log's history
+        // are known to be included in it.
+        self.baseline_us = kmsg::monotonic_now_us();
+        if let Some(hierarchy) = self.hierarchy.clone() {
+            match read_counters(hierarchy).await {
+                Ok(counters) => {
+                    self.tracker.observe(counters);
+                }
+                Err(error) => tracing::warn!(%error, "cannot read the memory cgroup counters"),
+            }
+        }
+        let mut log = match KernelLog::open(&self.config.kmsg) {
+            Ok(log) => {
+                self.kernel_log_open = true;
+                self.metrics.kernel_log_readable.set(1);
+                tracing::info!(kmsg = %self.config.kmsg.display(), boot_id = %self.boot_id, resume = ?self.resume, "following the kernel log");
+                Some(log)
+            }
+            Err(error) => {
+                self.metrics.kernel_log_readable.set(0);
+                tracing::warn!(
+                    %error,
+                    kmsg = %self.config.kmsg.display(),
+                    "cannot read the kernel log: kills are detected by the memory cgroup counters only, \
+                     without process names (in a container this needs CAP_SYSLOG and access to the \
+                     device; see docs/watcher.md)"
+                );
+                None
+            }
+        };
+        if log.is_none() && self.hierarchy.is_none() {
+            anyhow::bail!(
+                "neither the kernel log ({}) nor the memory cgroup counters (under {}) can be read: nothing to watch",
+                self.config.kmsg.display(),
+                self.config.cgroup_root.display()
+            );
+        }
+        let scan_interval = self.config.cgroup_scan_interval.unwrap_or(Duration::from_secs(3600));
+        let mut scan = tokio::time::interval(scan_interval);
+        scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        scan.tick().await;
+        let scanning = self.hierarchy.is_some();
+
+        let result = loop {
+            let summary_deadline = self.summary_deadline;
+            tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                read = next_read(&mut log) => match read {
+                    Ok(read) => self.handle_read(read).await,
+                    Err(error) => {
+                        tracing::error!(%error, "reading the kernel log failed; continuing with the cgroup counters only");
+                        self.metrics.kernel_log_readable.set(0);
+                        self.kernel_log_open = false;
+                        log = None;
+                        if !scanning {
+                            break Err(anyhow::anyhow!("the kernel log failed and there are no cgroup counters: {error}"));
+                        }
+                    }
+                },
+                () = sleep_until(summary_deadline), if summary_deadline.is_some() => {
+                    self.summary_deadline = None;
+                    if let Some(assembled) = self.assembler.flush() {
+                        self.handle_assembled(assembled).await;
+                    }
+                }
+                _ = scan.tick(), if scanning => self.scan().await,
+            }
+        };
+        self.save_state();
+        self.publisher.shutdown().await;
+        result
+    }
+
+    async fn handle_read(&mut self, read: KmsgRead) {
+        let record = match read {
+            KmsgRead::Record(record) => record,
+            KmsgRead::Overrun => {
+                self.metrics.kmsg_overruns.inc();
+                tracing::warn!("kernel log records were overwritten before they could be read; the cgroup counters account for lost kills");
+                return;
+            }
+            KmsgRead::Malformed(error) => {
+                tracing::warn!(%error, "skipping a malformed kernel log record");
+                return;
+            }
+        };
+        if !record.is_from_kernel() {
+            return;
+        }
+        let outputs = self
+            .assembler
+            .push(record.seq, record.timestamp_us, &record.message);
+        self.summary_deadline = self
+            .assembler
+            .has_pending()
+            .then(|| tokio::time::Instant::now() + SUMMARY_WAIT);
+        let handled_before = self
+            .resume
+            .as_ref()
+            .is_some_and(|point| point.already_handled(&self.boot_id, record.seq));
+        for assembled in outputs {
+            if handled_before {
+                continue;
+            }
+            self.handle_assembled(assembled).await;
+        }
+    }
+
+    async fn handle_assembled(&mut self, assembled: Assembled) {
+        match assembled {
+            Assembled::ParseFailure(error) => {
+                self.metrics.parse_failures.inc();
+                tracing::warn!(%error, "the memory cgroup counters will account for this kill");
+            }
+            Assembled::Kill(kill) => self.handle_kernel_kill(kill).await,
+        }
+    }
+
+    async fn handle_kernel_kill(&mut self, kill: KernelKill) {
+        if self
+            .resume
+            .as_ref()
+            .is_some_and(|point| point.already_handled(&self.boot_id, kill.seq))
+        {
+            return;
+        }
+        let now_us = kmsg::monotonic_now_us();
+        let age = Duration::from_micros(now_us.saturating_sub(kill.timestamp_us));
+        let history = age > self.config.max_event_age;
+        if history && !self.resumed {
+            // Found in the ring buffer on a first start: long over, and possibly reported by an
+            // earlier watcher whose state was lost.
+            tracing::debug!(pid = kill.pid, process = %kill.process, age_s = age.as_secs(), "skipping an old OOM kill from the kernel log");
+            self.mark_handled(kill.seq);
+            return;
+        }
+        let before_baseline = kill.timestamp_us < self.baseline_us;
+        if let Some(path) = &kill.task_memcg
+            && !before_baseline
+        {
+            self.ledger
+                .kernel_kill(path, kill.memcg_is_ancestor, Instant::now());
+        }
+        if kill.task_memcg.is_none() && self.hierarchy.is_some() && !before_baseline {
+            // The counters will say where it happened, within one reading.
+            let wait = self.config.cgroup_scan_interval.unwrap_or_default() * 2 + Duration::from_millis(200);
+            if self.awaiting.len() >= MAX_AWAITING
+                && let Some((oldest, _)) = self.awaiting.pop_front()
+            {
+                self.report_kernel_kill(oldest, history).await;
+            }
+            self.awaiting.push_back((kill, Instant::now() + wait));
+            return;
+        }
+        self.report_kernel_kill(kill, history).await;
+    }
+
+    async fn report_kernel_kill(&mut self, kill: KernelKill, history: bool) {
+        let fired_at = kmsg::wall_time_of(kill.timestamp_us, kmsg::monotonic_now_us(), Utc::now());
+        let seq = kill.seq;
+        let report = KillReport {
+            id: BonkId::stable(&["watcher", &self.config.node_name, &self.boot_id, &seq.to_string()]),
+            process: Some(kill.process),
+            pid: Some(kill.pid),
+            cgroup: kill.task_memcg,
+            oom_cgroup: kill.oom_memcg,
+            global: kill.global,
+            rss_kb: kill.rss_kb,
+            fired_at,
+            timestamp_us: Some(kill.timestamp_us),
+            bonk: !kill.group_member && !history,
+            counter_only: false,
+        };
+        self.report(report).await;
+        self.mark_handled(seq);
+    }
+
+    async fn scan(&mut self) {
+        let Some(hierarchy) = self.hierarchy.clone() else {
+            return;
+        };
+        let counters = match read_counters(hierarchy).await {
+            Ok(counters) => counters,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the memory cgroup counters");
+                return;
+            }
+        };
+        let now = Instant::now();
+        for increase in self.tracker.observe(counters) {
+            let unexplained = self.ledger.settle(&increase);
+            for index in 0..unexplained {
+                // The n-th unexplained kill of this increase has counter value counter - (u-1-n).
+                let counter = increase.counter - (unexplained - 1 - index);
+                if let Some((mut kill, _)) = self.awaiting.pop_front() {
+                    kill.task_memcg = Some(increase.path.clone());
+                    self.report_kernel_kill(kill, false).await;
+                } else {
+                    self.ledger.add_debit(&increase.path, counter, now);
+                }
+            }
+        }
+        let grace = if self.kernel_log_open {
+            self.config.counter_grace
+        } else {
+            Duration::ZERO
+        };
+        for debit in self.ledger.take_expired_debits(grace, now) {
+            let age = now.saturating_duration_since(debit.at);
+            let report = KillReport {
+                id: BonkId::stable(&[
+                    "watcher",
+                    &self.config.node_name,
+                    &self.boot_id,
+                    "cgroup",
+                    &debit.path,
+                    &debit.counter.to_string(),
+                ]),
+                process: None,
+                pid: None,
+                cgroup: Some(debit.path),
+                oom_cgroup: None,
+                global: false,
+                rss_kb: None,
+                fired_at: Utc::now() - chrono::Duration::from_std(age).unwrap_or_default(),
+                timestamp_us: None,
+                bonk: true,
+                counter_only: true,
+            };
+            self.report(report).await;
+        }
+        while self
+            .awaiting
+            .front()
+            .is_some_and(|(_, deadline)| *deadline <= now)
+        {
+            if let Some((kill, _)) = self.awaiting.pop_front() {
+                tracing::warn!(pid = kill.pid, process = %kill.process, "no cgroup counted this kill; reporting it without a pod");
+                self.report_kernel_kill(kill, false).await;
+            }
+        }
+    }
+
+    async fn report(&mut self, report: KillReport) {
+        let identity = report.cgroup.as_deref().map(identify).unwrap_or_default();
+        let names = match &identity.pod_uid {
+            Some(uid) => {
+                self.directory
+                    .lookup(uid, identity.container_id.as_deref())
+                    .await
+            }
+            None => None,
+        };
+        let labels = KillLabels {
+            namespace: names.as_ref().map(|n| n.namespace.clone()).unwrap_or_default(),
+            pod: names.as_ref().map(|n| n.pod.clone()).unwrap_or_default(),
+            container: names
+                .as_ref()
+                .and_then(|n| n.container.clone())
+                .unwrap_or_default(),
+            process: report.process.clone().unwrap_or_default(),
+        };
+        self.metrics.oom_kills.get_or_create(&labels).inc();
+        if report.counter_only {
+            self.metrics
+                .counter_only_detections
+                .get_or_create(&CounterOnlyLabels {
+                    namespace: labels.namespace.clone(),
+                    pod: labels.pod.clone(),
+                    container: labels.container.clone(),
+                })
+                .inc();
+        }
+        let summary = self.summary(&report, &identity, names.as_ref());
+        tracing::info!(
+            bonk_id = %report.id,
+            namespace = %labels.namespace,
+            pod = %labels.pod,
+            container = %labels.container,
+            process = %labels.process,
+            cgroup = report.cgroup.as_deref().unwrap_or("?"),
+            counter_only = report.counter_only,
+            bonk = report.bonk,
+            "{summary}"
+        );
+        if !report.bonk {
+            return;
+        }
+        let namespace = names
+            .as_ref()
+            .and_then(|n| Namespace::new(n.namespace.clone()).ok())
+            .unwrap_or_else(|| self.config.default_namespace.clone());
+        let topic = self.topics.namespace_bonk(&namespace);
+        let mut bonk = Bonk::new(Source::Watcher, Severity::Critical);
+        bonk.id = report.id;
+        bonk.namespace = names.as_ref().map(|n| n.namespace.clone());
+        bonk.pod = names.as_ref().map(|n| n.pod.clone());
+        bonk.container = names.as_ref().and_then(|n| n.container.clone());
+        bonk.process = report.process;
+        bonk.node = Some(self.config.node_name.clone());
+        bonk.reason = Some(REASON.to_owned());
+        bonk.summary = Some(summary);
+        bonk.cluster = self.config.cluster.as_ref().map(ToString::to_string);
+        bonk.fired_at = Some(report.fired_at);
+        bonk.sent_at = Some(Utc::now());
+        if self.publisher.publish(&topic, &bonk)
+            && let Some(timestamp_us) = report.timestamp_us
+        {
+            let delay = kmsg::monotonic_now_us().saturating_sub(timestamp_us);
+            self.metrics
+                .detection_delay_seconds
+                .observe(delay as f64 / 1e6);
+        }
+    }
+
+    fn summary(&self, report: &KillReport, identity: &CgroupIdentity, names: Option<&PodNames>) -> String {
+        let who = match (&report.process, report.pid) {
+            (Some(process), Some(pid)) => format!("{process} (pid {pid})"),
+            (Some(process), None) => process.clone(),
+            _ => "a process".to_owned(),
+        };
+        let place = match (names, identity.pod_uid.as_deref(), report.cgroup.as_deref()) {
+            (Some(names), _, _) => match &names.container {
+                Some(container) => format!("{}/{}/{container}", names.namespace, names.pod),
+                None => format!("{}/{}", names.namespace, names.pod),
+            },
+            (None, Some(uid), _) => format!("pod {uid}"),
+            (None, None, Some(cgroup)) => format!("cgroup {cgroup}"),
+            (None, None, None) => "an unknown cgroup".to_owned(),
+        };
+        let mut text = format!("OOM kill on {}: {who} in {place}", self.config.node_name);
+        if let Some(rss_kb) = report.rss_kb {
+            text.push_str(&format!(", {} MiB resident", rss_kb / 1024));
+        }
+        if report.global {
+            text.push_str(", the node ran out of memory");
+        } else if let Some(oom) = &report.oom_cgroup {
+            let limit = identify(oom);
+            if limit.container_id.is_some() {
+                text.push_str(", at the container's memory limit");
+            } else if limit.pod_uid.is_some() {
+                text.push_str(", at the pod's memory limit");
+            } else {
+                text.push_str(&format!(", at the memory limit of {oom}"));
+            }
+        }
+        if report.counter_only {
+            text.push_str(" (seen by the memory cgroup counter; no kernel log line)");
+        }
+        text
+    }
+
+    fn mark_handled(&mut self, seq: u64) {
+        let newer = self
+            .resume
+            .as_ref()
+            .is_none_or(|p| p.boot_id != self.boot_id || seq > p.last_seq);
+        if !newer {
+            return;
+        }
+        self.resume = Some(ResumePoint {
+            boot_id: self.boot_id.clone(),
+            last_seq: seq,
+        });
+        self.save_state();
+    }
+
+    fn save_state(&self) {
+        if let (Some(file), Some(point)) = (&self.state_file, &self.resume)
+            && let Err(error) = file.save(point)
+        {
+            tracing::warn!(%error, path = %file.path().display(), "cannot save the resume point");
+        }
+    }
+
+}
+
+async fn next_read(log: &mut Option<KernelLog>) -> std::io::Result<KmsgRead> {
+    match log {
+        Some(log) => log.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn read_counters(hierarchy: Hierarchy) -> std::io::Result<Counters> {
+    tokio::task::spawn_blocking(move || Counters::read(&hierarchy))
+        .await
+        .map_err(std::io::Error::other)?
+}

@@ -338,6 +338,11 @@ impl Ledger {
         expired
     }
 
+    /// How many counted kills wait for a kernel log line.
+    pub fn waiting_debits(&self) -> usize {
+        self.debits.len()
+    }
+
     /// The oldest waiting debit's time, to schedule the next expiry check.
     pub fn oldest_debit(&self) -> Option<Instant> {
         self.debits.iter().map(|d| d.at).min()

@@ -65,6 +65,11 @@ pub struct Metrics {
     pub kernel_log_readable: Gauge,
     /// 1 while connected to the MQTT broker.
     pub mqtt_connected: Gauge,
+    /// Readings of the memory cgroup counters.
+    pub cgroup_scans: Counter,
+    /// Counted kills waiting for their kernel log line (reported from the counter when the grace
+    /// period ends).
+    pub unexplained_counter_kills: Gauge,
     /// Seconds from the kernel's timestamp of a kill to its bonk being handed to MQTT.
     pub detection_delay_seconds: Histogram,
 }
@@ -127,6 +132,18 @@ impl Metrics {
             "1 while connected to the MQTT broker",
             mqtt_connected.clone(),
         );
+        let cgroup_scans = Counter::default();
+        registry.register(
+            "cgroup_scans",
+            "Readings of the memory cgroup OOM counters",
+            cgroup_scans.clone(),
+        );
+        let unexplained_counter_kills = Gauge::default();
+        registry.register(
+            "unexplained_counter_kills",
+            "Counted OOM kills still waiting for their kernel log line",
+            unexplained_counter_kills.clone(),
+        );
         let detection_delay_seconds = Histogram::new(
             [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].into_iter(),
         );
@@ -145,6 +162,8 @@ impl Metrics {
             bonks_dropped,
             kernel_log_readable,
             mqtt_connected,
+            cgroup_scans,
+            unexplained_counter_kills,
             detection_delay_seconds,
         }
     }

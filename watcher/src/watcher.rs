@@ -393,6 +393,10 @@ impl Watcher {
                 self.report_kernel_kill(kill, false).await;
             }
         }
+        self.metrics
+            .unexplained_counter_kills
+            .set(i64::try_from(self.ledger.waiting_debits()).unwrap_or(i64::MAX));
+        self.metrics.cgroup_scans.inc();
     }
 
     async fn report(&mut self, report: KillReport) {

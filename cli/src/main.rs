@@ -1,1 +1,150 @@
-fn main() {}
+//! `bonker`: the operator's command line — run a demo fleet, bonk by hand, see the fleet, follow
+//! the bonks live.
+//!
+//! The CLI speaks only MQTT, like every desk: it works wherever a person can reach the broker.
+
+mod bonk;
+mod fleet;
+mod session;
+mod tail;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bonker_client::{MqttArgs, MqttSettings};
+use bonker_protocol::{DeskId, Namespace, Prefix, Severity, Topics};
+use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+
+/// bonker: turn every Kubernetes OOMKill into a bonk on a toy Tux.
+#[derive(Debug, Parser)]
+#[command(name = "bonker", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    global: GlobalArgs,
+}
+
+/// Flags every subcommand takes.
+#[derive(Debug, Args, Serialize)]
+struct GlobalArgs {
+    /// Topic prefix [env: BONKER_PREFIX] [default: bonker]
+    #[arg(long, global = true, value_name = "PREFIX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefix: Option<String>,
+    /// TOML file with `prefix` and an `[mqtt]` section
+    #[arg(long, global = true, env = "BONKER_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(skip)]
+    mqtt: MqttArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Publish a bonk to a namespace or a desk and wait for the desks' acks
+    Bonk(BonkArgs),
+    /// Show every desk: online or offline, what it watches, its bonks and temperature
+    Fleet {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow bonks, acks and desk status changes live (ctrl-c to stop)
+    Tail {
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("target").args(["namespace", "desk"]))]
+struct BonkArgs {
+    /// Bonk every desk watching this Kubernetes namespace [default: default]
+    #[arg(long, short = 'n', value_name = "NAMESPACE")]
+    namespace: Option<String>,
+    /// Bonk one desk, whatever it watches
+    #[arg(long, short = 'd', value_name = "DESK")]
+    desk: Option<String>,
+    /// critical (a full bonk), warning (a tap) or info (a wiggle)
+    #[arg(long, short = 's', default_value = "critical")]
+    severity: Severity,
+    /// A sentence shown with the bonk
+    #[arg(long, short = 'm')]
+    message: Option<String>,
+    /// Seconds to wait for acks
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    wait: u64,
+    /// Publish and exit without waiting for acks
+    #[arg(long, conflicts_with = "wait")]
+    no_wait: bool,
+}
+
+/// The CLI's settings file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Settings {
+    prefix: Prefix,
+    mqtt: MqttSettings,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    bonker_client::init_tracing_with_default("warn");
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("bonker: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bonker: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let mut settings: Settings =
+        bonker_client::config::load(cli.global.config.as_deref(), &[], &cli.global)?;
+    settings.mqtt.apply_args(&cli.global.mqtt);
+    settings.mqtt.validate()?;
+    let topics = Topics::new(settings.prefix.clone());
+    match cli.command {
+        Command::Bonk(args) => {
+            let target = match (args.namespace, args.desk) {
+                (_, Some(desk)) => bonk::Target::Desk(DeskId::new(desk)?),
+                (namespace, None) => bonk::Target::Namespace(Namespace::new(
+                    namespace.unwrap_or_else(|| bonker_protocol::DEFAULT_NAMESPACE.to_owned()),
+                )?),
+            };
+            let request = bonk::Request {
+                target,
+                severity: args.severity,
+                message: args.message,
+                wait: (!args.no_wait).then(|| Duration::from_secs(args.wait)),
+            };
+            let session = connect(&settings).await?;
+            bonk::run(session, &topics, request).await
+        }
+        Command::Fleet { json } => fleet::run(connect(&settings).await?, &topics, json).await,
+        Command::Tail { json } => tail::run(connect(&settings).await?, &topics, json).await,
+    }
+}
+
+async fn connect(settings: &Settings) -> Result<session::Session> {
+    session::Session::connect(&settings.mqtt)
+        .await
+        .context("is the broker running? (--mqtt mqtt://host:port)")
+}

@@ -45,12 +45,17 @@ pub async fn shutdown_signal() {
 /// `RUST_LOG`), `info` by default. `BONKER_LOG_FORMAT=json` switches to one JSON object per line
 /// for log collectors.
 pub fn init_tracing() {
+    init_tracing_with_default("info");
+}
+
+/// [`init_tracing`] with another default filter (the CLI keeps the terminal quiet with `warn`).
+pub fn init_tracing_with_default(default_filter: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("BONKER_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -1,0 +1,142 @@
+//! `bonker tail`: a live stream of bonks, acks and desk status changes across the fleet.
+
+use anyhow::Result;
+use bonker_protocol::{Ack, Bonk, Route, Status, Topics};
+use chrono::Local;
+
+use crate::session::{Received, Session};
+
+/// Streams until the process is stopped.
+pub(crate) async fn run(mut session: Session, topics: &Topics, json: bool) -> Result<()> {
+    session
+        .subscribe(&[
+            topics.all_namespace_bonks(),
+            topics.all_desk_bonks(),
+            topics.all_acks(),
+            topics.all_statuses(),
+        ])
+        .await?;
+    eprintln!("following {}/# — ctrl-c to stop", topics.prefix());
+    loop {
+        tokio::select! {
+            message = session.next() => {
+                if let Some(line) = render(topics, &message?, json) {
+                    println!("{line}");
+                }
+            }
+            () = bonker_client::shutdown_signal() => break,
+        }
+    }
+    session.disconnect().await;
+    Ok(())
+}
+
+/// One line for one message, or `None` for messages that are not the fleet's.
+pub(crate) fn render(topics: &Topics, message: &Received, json: bool) -> Option<String> {
+    let route = topics.route(&message.topic)?;
+    if json {
+        let payload = serde_json::from_slice::<serde_json::Value>(&message.payload)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&message.payload).into());
+        let kind = match route {
+            Route::NamespaceBonk(_) | Route::DeskBonk(_) => "bonk",
+            Route::Ack(_) => "ack",
+            Route::Status(_) => "status",
+            Route::Health(_) => "health",
+        };
+        let line = serde_json::json!({"kind": kind, "topic": message.topic, "payload": payload});
+        return Some(line.to_string());
+    }
+    let time = Local::now().format("%H:%M:%S");
+    let line = match route {
+        Route::NamespaceBonk(_) | Route::DeskBonk(_) => {
+            let bonk = Bonk::parse_lenient(&message.payload).bonk;
+            let target = match route {
+                Route::NamespaceBonk(namespace) => format!("ns {namespace}"),
+                Route::DeskBonk(desk) => format!("desk {desk}"),
+                _ => unreachable!("matched above"),
+            };
+            let what = [
+                bonk.pod.as_deref(),
+                bonk.container.as_deref(),
+                bonk.summary.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+            format!(
+                "{time} BONK {target:<20} {:<8} from {:<13} {what} [{}]",
+                bonk.severity.as_str(),
+                bonk.source.as_str(),
+                short(bonk.id.as_str())
+            )
+        }
+        Route::Ack(desk) => match serde_json::from_slice::<Ack>(&message.payload) {
+            Ok(ack) => format!(
+                "{time} ACK  desk {:<15} {:<8} {} ms [{}]",
+                desk.as_str(),
+                ack.outcome.as_str(),
+                (ack.finished_at - ack.received_at).num_milliseconds(),
+                short(ack.bonk_id.as_str())
+            ),
+            Err(_) => format!("{time} ACK  desk {desk} (unreadable payload)"),
+        },
+        Route::Status(desk) => {
+            let status = Status::parse(&message.payload)
+                .map(Status::as_str)
+                .unwrap_or("(cleared)");
+            format!("{time} DESK {:<20} {status}", desk.as_str())
+        }
+        Route::Health(_) => return None,
+    };
+    Some(line)
+}
+
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(topic: &str, payload: &str) -> Received {
+        Received {
+            topic: topic.to_owned(),
+            payload: payload.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn lines_describe_bonks_acks_and_status() {
+        let topics = Topics::default();
+        let bonk = render(
+            &topics,
+            &message(
+                "bonker/bonk/payments",
+                r#"{"severity":"warning","pod":"api-0"}"#,
+            ),
+            false,
+        )
+        .expect("a bonk line");
+        assert!(
+            bonk.contains("BONK ns payments") && bonk.contains("warning") && bonk.contains("api-0"),
+            "{bonk}"
+        );
+        let status = render(
+            &topics,
+            &message("bonker/desk/alice/status", "offline"),
+            false,
+        )
+        .expect("a status line");
+        assert!(
+            status.contains("DESK alice") && status.ends_with("offline"),
+            "{status}"
+        );
+        assert!(render(&topics, &message("other/topic", "x"), false).is_none());
+        let json = render(&topics, &message("bonker/bonk/payments", "tap"), true).expect("json");
+        let value: serde_json::Value = serde_json::from_str(&json).expect("json line");
+        assert_eq!(value["kind"], "bonk");
+        assert_eq!(value["payload"], "tap");
+    }
+}

@@ -7,15 +7,19 @@
 //!   loopback port, killable (`kill -9`) and restartable on the same port;
 //! - [`probe::Probe`]: an MQTT client that subscribes, publishes with PUBACK, and awaits messages
 //!   with a deadline — tests wait for events, never for time;
+//! - [`alertmanager::TestAlertmanager`]: Debian's Alertmanager with a webhook route, alerts
+//!   injected with `amtool alert add`, optionally clustered as an HA pair;
 //! - [`process`]: locating the workspace's binaries and running them as children that are killed
 //!   when the test ends, whatever happens.
 //!
 //! Only loopback addresses are ever used.
 
+pub mod alertmanager;
 pub mod broker;
 pub mod probe;
 pub mod process;
 
+pub use alertmanager::{AlertmanagerOptions, TestAlertmanager};
 pub use broker::{BrokerKind, BrokerOptions, TestBroker};
 pub use probe::{Message, Probe, ProbeOptions};
 pub use process::{ChildProcess, binary, free_port};

@@ -18,6 +18,8 @@ pub struct AlertmanagerOptions {
     pub webhook_urls: Vec<String>,
     /// Bearer token sent to the webhooks (`http_config.authorization`, from a file).
     pub bearer_token: Option<String>,
+    /// `group_by` labels.
+    pub group_by: Vec<&'static str>,
     /// `group_wait`.
     pub group_wait: &'static str,
     /// `group_interval`.
@@ -37,6 +39,7 @@ impl Default for AlertmanagerOptions {
         Self {
             webhook_urls: Vec::new(),
             bearer_token: None,
+            group_by: vec!["alertname", "namespace"],
             group_wait: "1s",
             group_interval: "1s",
             repeat_interval: "1h",
@@ -89,10 +92,13 @@ impl TestAlertmanager {
             })
             .collect();
         let config = format!(
-            "route:\n  receiver: bonker\n  group_by: ['alertname', 'namespace']\n  \
+            "route:\n  receiver: bonker\n  group_by: [{}]\n  \
              group_wait: {}\n  group_interval: {}\n  repeat_interval: {}\n\
              receivers:\n  - name: bonker\n    webhook_configs:\n{webhooks}",
-            options.group_wait, options.group_interval, options.repeat_interval
+            options.group_by.join(", "),
+            options.group_wait,
+            options.group_interval,
+            options.repeat_interval
         );
         let config_path = dir.path().join("alertmanager.yml");
         std::fs::write(&config_path, &config).expect("write alertmanager.yml");
@@ -111,7 +117,10 @@ impl TestAlertmanager {
         let mut command = Command::new(binary());
         command
             .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--log.level=warn");
         match cluster_port {
@@ -167,7 +176,12 @@ impl TestAlertmanager {
         self.amtool_add(labels, annotations, Some(ended.to_rfc3339()));
     }
 
-    fn amtool_add(&self, labels: &[(&str, &str)], annotations: &[(&str, &str)], end: Option<String>) {
+    fn amtool_add(
+        &self,
+        labels: &[(&str, &str)],
+        annotations: &[(&str, &str)],
+        end: Option<String>,
+    ) {
         let mut command = Command::new("amtool");
         command
             .arg("alert")

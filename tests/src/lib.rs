@@ -16,11 +16,13 @@
 
 pub mod alertmanager;
 pub mod broker;
+pub mod fleet;
 pub mod probe;
 pub mod process;
 
 pub use alertmanager::{AlertmanagerOptions, TestAlertmanager};
 pub use broker::{BrokerKind, BrokerOptions, TestBroker};
+pub use fleet::{AgentProcess, GatewayProcess};
 pub use probe::{Message, Probe, ProbeOptions};
 pub use process::{ChildProcess, binary, free_port};
 

@@ -1,0 +1,134 @@
+//! The fleet's own programs as child processes: gateways and agents with simulated servos, started
+//! on free ports against a test broker, ready when they say so on the wire.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::probe::Probe;
+use crate::process::{ChildProcess, binary, free_port, wait_for_port};
+
+/// A `bonker-gateway` process.
+#[derive(Debug)]
+pub struct GatewayProcess {
+    port: u16,
+    process: ChildProcess,
+}
+
+impl GatewayProcess {
+    /// Starts a gateway on a free port, publishing to `mqtt_url`, with extra flags; returns once it
+    /// is ready (`/readyz` answers 200: connected to the broker).
+    pub async fn start(mqtt_url: &str, extra: &[&str]) -> GatewayProcess {
+        let port = free_port();
+        let mut command = Command::new(binary("bonker-gateway"));
+        command
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--mqtt")
+            .arg(mqtt_url)
+            .args(extra)
+            .env("BONKER_LOG", "info,rumqttd=warn");
+        let process = ChildProcess::spawn("bonker-gateway", command);
+        let gateway = GatewayProcess { port, process };
+        gateway.wait_ready().await;
+        gateway
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The process.
+    pub fn process(&mut self) -> &mut ChildProcess {
+        &mut self.process
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        assert!(
+            wait_for_port(addr, crate::DEADLINE),
+            "gateway did not listen; output:\n{}",
+            self.process.output()
+        );
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + crate::DEADLINE;
+        loop {
+            if let Ok(response) = client.get(format!("{}/readyz", self.url())).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gateway not ready; output:\n{}",
+                self.process.output()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A `bonker-agent` process with a simulated servo.
+#[derive(Debug)]
+pub struct AgentProcess {
+    desk: String,
+    process: ChildProcess,
+}
+
+impl AgentProcess {
+    /// Starts the agent for `desk` watching `namespaces` (`+`: every namespace), and returns once
+    /// its retained status says `online`.
+    pub async fn start(
+        mqtt_url: &str,
+        desk: &str,
+        namespaces: &[&str],
+        extra: &[&str],
+    ) -> AgentProcess {
+        let mut status = Probe::connect(mqtt_url, &[&format!("bonker/desk/{desk}/status")]).await;
+        let mut command = Command::new(binary("bonker-agent"));
+        command
+            .arg("--desk")
+            .arg(desk)
+            .arg("--servo")
+            .arg("simulated")
+            .arg("--mqtt")
+            .arg(mqtt_url)
+            .args(extra)
+            .env("BONKER_LOG", "info")
+            .env("BONKER_SERVO__STROKE_MS", "20");
+        for namespace in namespaces {
+            command.arg("--namespace").arg(namespace);
+        }
+        let process = ChildProcess::spawn(&format!("bonker-agent {desk}"), command);
+        let deadline = tokio::time::Instant::now() + crate::DEADLINE;
+        loop {
+            let message = tokio::time::timeout_at(deadline, status.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "agent {desk} never said online; output:\n{}",
+                        process.output()
+                    )
+                });
+            if message.text() == "online" {
+                break;
+            }
+        }
+        AgentProcess {
+            desk: desk.to_owned(),
+            process,
+        }
+    }
+
+    /// The desk name.
+    pub fn desk(&self) -> &str {
+        &self.desk
+    }
+
+    /// The process.
+    pub fn process(&mut self) -> &mut ChildProcess {
+        &mut self.process
+    }
+}

@@ -1,0 +1,679 @@
+//! The agent: one struct that owns the desk's state and a `select!` loop over its inputs.
+//!
+//! Inputs: MQTT events from the link task ([`crate::link`]), reports from the servo worker
+//! ([`crate::servo::worker`]), the health ticker and the shutdown signal. Nothing is shared between
+//! tasks behind a lock: the agent alone decides, acks and publishes; the link alone polls the
+//! network; the worker alone touches the servo.
+//!
+//! The life of a bonk: a message on a watched namespace topic or the desk topic → lenient parse
+//! (problems logged, never fatal) → policy (duplicate / expired / rate limited / perform) → for
+//! a performed bonk a move is queued on the worker and the `bonked` ack is published when the arm is
+//! back at rest; every other outcome is acked at once. Exactly one ack per bonk received.
+//!
+//! Connection rules: persistent session (clean session off, stable client id) so bonks published
+//! during a Wi-Fi drop are delivered after it; subscriptions are renewed on every ConnAck (rumqttc
+//! never re-subscribes by itself); `online` (retained) and a health report follow the SUBACK, so
+//! whoever sees `online` knows the desk is listening. The last will publishes `offline` when the
+//! desk vanishes; a clean shutdown parks the arm, publishes `offline`, waits for its PUBACK and
+//! only then disconnects.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bonker_client::mqtt::{qos, tune_event_loop};
+use bonker_protocol::homeassistant::{self as ha, DeskDevice};
+use bonker_protocol::topics::{ACK_DELIVERY, HEALTH_DELIVERY, STATUS_DELIVERY};
+use bonker_protocol::{
+    Ack, Bonk, BonkId, Delivery, Health, Namespace, Outcome, Route, SCHEMA_VERSION, ServoHealth,
+    Severity, Status,
+};
+use chrono::{DateTime, SubsecRound, Utc};
+use rumqttc::{AsyncClient, LastWill, QoS};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::config::{AgentConfig, DEDUPE_MAX_ENTRIES};
+use crate::link::{self, LinkEvent};
+use crate::policy::{Decision, Policy, PolicySettings};
+use crate::servo::Servo;
+use crate::servo::worker::{MoveRequest, ServoReport, ServoWorker};
+
+/// How many requests may wait in rumqttc's queue. The agent never blocks on it (it uses
+/// `try_publish`), and skips periodic health while disconnected, so this only has to hold the
+/// acks and reports of a short outage.
+const REQUEST_QUEUE: usize = 256;
+
+/// How long shutdown waits for the current move to finish and the arm to park.
+const PARK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long shutdown waits for the broker to acknowledge `offline`.
+const OFFLINE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long shutdown waits for the link to send DISCONNECT.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The agent's version, reported in health and to Home Assistant.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Runs the agent until `shutdown` completes, then parks the arm, publishes `offline` and
+/// disconnects. Errors only when it cannot start (bad MQTT settings, no thread for the servo).
+pub async fn run(
+    config: AgentConfig,
+    servo: Box<dyn Servo>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut agent = Agent::start(config, servo).await?;
+    agent.run_until(shutdown).await;
+    agent.shut_down().await;
+    Ok(())
+}
+
+/// A bonk being performed, waiting for its move to finish before it is acked.
+#[derive(Debug)]
+struct PendingMove {
+    bonk_id: BonkId,
+    received_at: DateTime<Utc>,
+    severity: Severity,
+    count: u32,
+    namespace: Option<String>,
+    pod: Option<String>,
+}
+
+/// What health reports say about the last bonk.
+#[derive(Debug, Clone)]
+struct LastBonk {
+    at: DateTime<Utc>,
+    namespace: Option<String>,
+    pod: Option<String>,
+}
+
+/// The desk agent. See the module docs.
+#[derive(Debug)]
+pub struct Agent {
+    config: AgentConfig,
+    client: AsyncClient,
+    link_events: mpsc::UnboundedReceiver<LinkEvent>,
+    link_task: Option<tokio::task::JoinHandle<()>>,
+    worker: Option<ServoWorker>,
+    servo_reports: mpsc::UnboundedReceiver<ServoReport>,
+    policy: Policy,
+    started: Instant,
+    bonks_total: u64,
+    last_bonk: Option<LastBonk>,
+    servo_state: &'static str,
+    servo_error: Option<String>,
+    next_move_id: u64,
+    moves: HashMap<u64, PendingMove>,
+    connected: bool,
+    announce_on_suback: bool,
+    shutting_down: bool,
+    subscribe_requests: u64,
+    subscribes_sent: u64,
+    inflight: u16,
+}
+
+impl Agent {
+    /// Homes the servo, then starts the MQTT link (it connects in the background).
+    pub async fn start(config: AgentConfig, servo: Box<dyn Servo>) -> anyhow::Result<Agent> {
+        let client_id = config.client_id();
+        let mut options = config.mqtt.options(&client_id).context("MQTT settings")?;
+        options.set_clean_session(false);
+        options.set_last_will(LastWill::new(
+            config.topics.desk_status(&config.desk),
+            Status::Offline.as_str(),
+            qos(STATUS_DELIVERY),
+            STATUS_DELIVERY.retain,
+        ));
+        let (reports_tx, mut servo_reports) = mpsc::unbounded_channel();
+        let worker = ServoWorker::spawn(servo, config.servo.clone(), reports_tx)
+            .context("cannot start the servo thread")?;
+        let (servo_state, servo_error) = match servo_reports.recv().await {
+            Some(ServoReport::Homed { error: None }) => ("rest", None),
+            Some(ServoReport::Homed { error: Some(error) }) => ("error", Some(error)),
+            other => (
+                "error",
+                Some(format!("servo worker did not home: {other:?}")),
+            ),
+        };
+        let (client, mut event_loop) = AsyncClient::new(options, REQUEST_QUEUE);
+        tune_event_loop(&mut event_loop, &config.mqtt);
+        let (events_tx, link_events) = mpsc::unbounded_channel();
+        // The link must be polling before anything waits on the broker.
+        let link_task = link::spawn(event_loop, config.mqtt.backoff(), events_tx);
+        tracing::info!(
+            desk = %config.desk,
+            namespaces = ?config.watch.names(),
+            broker = %config.mqtt.url,
+            client_id,
+            servo = worker.driver().as_str(),
+            "bonker-agent started"
+        );
+        let policy = Policy::new(PolicySettings {
+            max_age: config.max_age,
+            dedupe_window: config.dedupe_window,
+            dedupe_max_entries: DEDUPE_MAX_ENTRIES,
+            rate_max_bonks: config.rate_max_bonks,
+            rate_window: config.rate_window,
+        });
+        Ok(Agent {
+            config,
+            client,
+            link_events,
+            link_task: Some(link_task),
+            worker: Some(worker),
+            servo_reports,
+            policy,
+            started: Instant::now(),
+            bonks_total: 0,
+            last_bonk: None,
+            servo_state,
+            servo_error,
+            next_move_id: 0,
+            moves: HashMap::new(),
+            connected: false,
+            announce_on_suback: false,
+            shutting_down: false,
+            subscribe_requests: 0,
+            subscribes_sent: 0,
+            inflight: 0,
+        })
+    }
+
+    /// The main loop, until `shutdown` completes (or the link dies, which it does not on its own).
+    pub async fn run_until(&mut self, shutdown: impl Future<Output = ()>) {
+        let mut health_ticker = tokio::time::interval_at(
+            Instant::now() + self.config.health_interval,
+            self.config.health_interval,
+        );
+        health_ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                event = self.link_events.recv() => match event {
+                    Some(event) => self.on_link_event(event),
+                    None => {
+                        tracing::error!("MQTT link stopped unexpectedly");
+                        return;
+                    }
+                },
+                Some(report) = self.servo_reports.recv() => self.on_servo_report(report),
+                _ = health_ticker.tick() => {
+                    if self.connected {
+                        self.publish_health();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parks the arm, publishes `offline`, waits for its PUBACK, disconnects.
+    pub async fn shut_down(mut self) {
+        self.shutting_down = true;
+        tracing::info!(desk = %self.config.desk, "shutting down: parking the arm");
+        let parked = self.park().await;
+        if self.connected {
+            self.publish(
+                self.config.topics.desk_status(&self.config.desk),
+                STATUS_DELIVERY,
+                Status::Offline.as_str(),
+            );
+            self.wait_until_published().await;
+        }
+        if self.client.try_disconnect().is_ok()
+            && let Some(link_task) = self.link_task.take()
+        {
+            let abort = link_task.abort_handle();
+            if tokio::time::timeout(DISCONNECT_TIMEOUT, link_task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        if let Some(link_task) = self.link_task.take() {
+            link_task.abort();
+        }
+        if let Some(worker) = self.worker.take() {
+            if parked {
+                worker.join();
+            } else {
+                tracing::error!("the servo did not park in time; leaving it");
+            }
+        }
+        tracing::info!(desk = %self.config.desk, "stopped");
+    }
+
+    async fn park(&mut self) -> bool {
+        let Some(worker) = &self.worker else {
+            return false;
+        };
+        worker.park().await;
+        let deadline = tokio::time::sleep(PARK_TIMEOUT);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                () = &mut deadline => return false,
+                report = self.servo_reports.recv() => match report {
+                    Some(ServoReport::Parked { error }) => {
+                        if let Some(error) = error {
+                            tracing::error!(%error, "parking the arm failed");
+                        }
+                        return true;
+                    }
+                    Some(report) => self.on_servo_report(report),
+                    None => return false,
+                },
+                Some(event) = self.link_events.recv() => self.on_link_event(event),
+            }
+        }
+    }
+
+    /// Waits until everything published so far (the `offline` status last) is acknowledged.
+    ///
+    /// rumqttc does not say which PUBACK belongs to which publish, so the agent queues a
+    /// SUBSCRIBE right behind `offline` (renewing the desk topic subscription, which changes
+    /// nothing) as a marker: requests leave in order, so once the marker has gone out and no QoS 1
+    /// publish is in flight, `offline` has been acknowledged.
+    async fn wait_until_published(&mut self) {
+        let marker = self.client.try_subscribe(
+            self.config.topics.desk_bonk(&self.config.desk),
+            QoS::AtLeastOnce,
+        );
+        if marker.is_err() {
+            return;
+        }
+        self.subscribe_requests += 1;
+        let deadline = tokio::time::sleep(OFFLINE_TIMEOUT);
+        tokio::pin!(deadline);
+        while !(self.subscribes_sent >= self.subscribe_requests && self.inflight == 0) {
+            tokio::select! {
+                () = &mut deadline => {
+                    tracing::warn!("the broker did not acknowledge `offline` in time");
+                    return;
+                }
+                event = self.link_events.recv() => match event {
+                    Some(event) => self.on_link_event(event),
+                    None => return,
+                },
+            }
+            if !self.connected {
+                return;
+            }
+        }
+        tracing::debug!("`offline` acknowledged by the broker");
+    }
+
+    fn on_link_event(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Connected { session_present } => {
+                self.connected = true;
+                self.inflight = 0;
+                tracing::info!(
+                    desk = %self.config.desk,
+                    session_present,
+                    "connected to the broker"
+                );
+                if self.shutting_down {
+                    return;
+                }
+                let filters: Vec<rumqttc::SubscribeFilter> = self
+                    .config
+                    .subscriptions()
+                    .into_iter()
+                    .map(|filter| rumqttc::SubscribeFilter::new(filter, QoS::AtLeastOnce))
+                    .collect();
+                match self.client.try_subscribe_many(filters) {
+                    Ok(()) => {
+                        self.subscribe_requests += 1;
+                        self.announce_on_suback = true;
+                    }
+                    Err(error) => tracing::error!(%error, "cannot queue SUBSCRIBE"),
+                }
+            }
+            LinkEvent::Subscribed { failed } => {
+                if failed > 0 {
+                    tracing::error!(
+                        failed,
+                        filters = ?self.config.subscriptions(),
+                        "the broker refused some subscriptions (check its ACL)"
+                    );
+                }
+                if std::mem::take(&mut self.announce_on_suback) && !self.shutting_down {
+                    self.publish(
+                        self.config.topics.desk_status(&self.config.desk),
+                        STATUS_DELIVERY,
+                        Status::Online.as_str(),
+                    );
+                    self.publish_health();
+                    self.announce_to_home_assistant();
+                }
+            }
+            LinkEvent::SubscribeSent { inflight } => {
+                self.subscribes_sent += 1;
+                self.inflight = inflight;
+            }
+            LinkEvent::PublishAcked { inflight } => self.inflight = inflight,
+            LinkEvent::Message {
+                topic,
+                payload,
+                retain,
+            } => self.on_message(&topic, &payload, retain),
+            LinkEvent::Disconnected { error, retry_in } => {
+                if std::mem::take(&mut self.connected) {
+                    tracing::warn!(%error, ?retry_in, "lost the broker; reconnecting");
+                } else {
+                    tracing::warn!(%error, ?retry_in, broker = %self.config.mqtt.url, "cannot connect to the broker");
+                }
+            }
+            LinkEvent::Closed => self.connected = false,
+        }
+    }
+
+    fn on_message(&mut self, topic: &str, payload: &[u8], retain: bool) {
+        if let Some(homeassistant) = &self.config.homeassistant
+            && topic == ha::birth_topic(&homeassistant.discovery_prefix)
+        {
+            if std::str::from_utf8(payload).map(str::trim) == Ok(ha::BIRTH_ONLINE)
+                && !self.shutting_down
+            {
+                tracing::info!("Home Assistant (re)started; announcing the desk again");
+                self.announce_to_home_assistant();
+                self.publish_health();
+            }
+            return;
+        }
+        match self.config.topics.route(topic) {
+            Some(Route::DeskBonk(desk)) if desk == self.config.desk => {
+                self.on_bonk(topic, None, payload, retain);
+                return;
+            }
+            _ => {}
+        }
+        match self.config.filters.route(topic) {
+            Some(Route::NamespaceBonk(namespace)) if self.config.watch.includes(&namespace) => {
+                self.on_bonk(topic, Some(namespace), payload, retain);
+            }
+            Some(Route::NamespaceBonk(namespace)) => {
+                tracing::debug!(topic, %namespace, "bonk for a namespace this desk does not watch");
+            }
+            _ => tracing::debug!(topic, "message on an unexpected topic ignored"),
+        }
+    }
+
+    fn on_bonk(
+        &mut self,
+        topic: &str,
+        topic_namespace: Option<Namespace>,
+        payload: &[u8],
+        retain: bool,
+    ) {
+        let received_at = Utc::now();
+        let parsed = Bonk::parse_lenient(payload);
+        let bonk = parsed.bonk;
+        for warning in &parsed.warnings {
+            tracing::warn!(
+                desk = %self.config.desk,
+                topic,
+                bonk_id = %bonk.id,
+                warning = %warning,
+                "bonk payload problem; using defaults"
+            );
+        }
+        let namespace = bonk
+            .namespace
+            .clone()
+            .or_else(|| topic_namespace.map(|n| n.to_string()));
+        let ack = |outcome: Outcome, detail: Option<String>| Ack {
+            version: SCHEMA_VERSION,
+            bonk_id: bonk.id.clone(),
+            desk: self.config.desk.clone(),
+            outcome,
+            received_at,
+            finished_at: Utc::now(),
+            severity: Some(bonk.severity),
+            namespace: namespace.clone(),
+            detail,
+        };
+        if self.shutting_down {
+            let ack = ack(
+                Outcome::ServoError,
+                Some("not performed: the agent is shutting down".to_owned()),
+            );
+            return self.publish_ack(&ack, topic);
+        }
+        if retain {
+            let ack = ack(
+                Outcome::Expired,
+                Some(format!(
+                    "a retained bonk replayed by the broker is never performed; clear it with \
+                     mosquitto_pub -r -n -t {topic}"
+                )),
+            );
+            return self.publish_ack(&ack, topic);
+        }
+        let decision = self.policy.decide(&bonk, Instant::now(), received_at);
+        let immediate = match decision {
+            Decision::Duplicate => ack(Outcome::Duplicate, None),
+            Decision::Expired { age } => ack(
+                Outcome::Expired,
+                Some(format!(
+                    "{} s old, over max_age_s = {}",
+                    age.as_secs(),
+                    self.config.max_age.map_or(0, |a| a.as_secs())
+                )),
+            ),
+            Decision::RateLimited => ack(Outcome::RateLimited, Some(self.rate_limit_detail())),
+            Decision::Perform { count, severity } => {
+                let id = self.next_move_id;
+                self.next_move_id += 1;
+                let queued = self.worker.as_ref().is_some_and(|worker| {
+                    worker
+                        .try_submit(MoveRequest {
+                            id,
+                            severity,
+                            strokes: count,
+                        })
+                        .is_ok()
+                });
+                if queued {
+                    tracing::debug!(bonk_id = %bonk.id, count, %severity, "move queued");
+                    self.moves.insert(
+                        id,
+                        PendingMove {
+                            bonk_id: bonk.id.clone(),
+                            received_at,
+                            severity,
+                            count,
+                            namespace,
+                            pod: bonk.pod.clone(),
+                        },
+                    );
+                    return;
+                }
+                self.policy.coalesce_instead(count, severity);
+                ack(
+                    Outcome::RateLimited,
+                    Some("the servo is busy; coalesced into the next bonk".to_owned()),
+                )
+            }
+        };
+        self.publish_ack(&immediate, topic);
+    }
+
+    fn rate_limit_detail(&self) -> String {
+        format!(
+            "over the rate limit of {} bonks per {} s; coalesced into the next bonk \
+             ({} waiting)",
+            self.config.rate_max_bonks,
+            self.config.rate_window.as_secs(),
+            self.policy.coalesced()
+        )
+    }
+
+    fn on_servo_report(&mut self, report: ServoReport) {
+        match report {
+            ServoReport::Homed { .. } | ServoReport::Parked { .. } => {}
+            ServoReport::Started { .. } => self.servo_state = "moving",
+            ServoReport::Finished { id, at } => {
+                self.servo_state = "rest";
+                self.servo_error = None;
+                let Some(performed) = self.moves.remove(&id) else {
+                    return;
+                };
+                self.bonks_total += 1;
+                self.last_bonk = Some(LastBonk {
+                    at: at.trunc_subsecs(3),
+                    namespace: performed.namespace.clone(),
+                    pod: performed.pod.clone(),
+                });
+                let ack = self.ack_for(&performed, Outcome::Bonked, at, None);
+                self.publish_ack(&ack, "");
+                if self.config.homeassistant.is_some() {
+                    self.publish(
+                        ha::desk_event_topic(&self.config.topics, &self.config.desk),
+                        ha::EVENT_DELIVERY,
+                        ha::bonk_event_payload(
+                            performed.severity,
+                            performed.bonk_id.as_str(),
+                            performed.namespace.as_deref(),
+                            performed.pod.as_deref(),
+                            performed.count,
+                        ),
+                    );
+                }
+                if self.connected {
+                    self.publish_health();
+                }
+            }
+            ServoReport::Failed { id, at, error } => {
+                self.servo_state = "error";
+                self.servo_error = Some(error.clone());
+                if let Some(performed) = self.moves.remove(&id) {
+                    let ack = self.ack_for(&performed, Outcome::ServoError, at, Some(error));
+                    self.publish_ack(&ack, "");
+                }
+                if self.connected {
+                    self.publish_health();
+                }
+            }
+            ServoReport::Cancelled { id } => {
+                if let Some(performed) = self.moves.remove(&id) {
+                    let ack = self.ack_for(
+                        &performed,
+                        Outcome::ServoError,
+                        Utc::now(),
+                        Some("cancelled: the agent is shutting down".to_owned()),
+                    );
+                    self.publish_ack(&ack, "");
+                }
+            }
+        }
+    }
+
+    fn ack_for(
+        &self,
+        performed: &PendingMove,
+        outcome: Outcome,
+        finished_at: DateTime<Utc>,
+        detail: Option<String>,
+    ) -> Ack {
+        Ack {
+            version: SCHEMA_VERSION,
+            bonk_id: performed.bonk_id.clone(),
+            desk: self.config.desk.clone(),
+            outcome,
+            received_at: performed.received_at,
+            finished_at,
+            severity: Some(performed.severity),
+            namespace: performed.namespace.clone(),
+            detail,
+        }
+    }
+
+    fn publish_ack(&self, ack: &Ack, topic: &str) {
+        tracing::info!(
+            desk = %self.config.desk,
+            topic,
+            bonk_id = %ack.bonk_id,
+            outcome = %ack.outcome,
+            severity = ?ack.severity,
+            namespace = ?ack.namespace,
+            "ack"
+        );
+        self.publish(
+            self.config.topics.desk_ack(&self.config.desk),
+            ACK_DELIVERY,
+            ack.to_json(),
+        );
+    }
+
+    /// The current health report.
+    fn health(&self) -> Health {
+        let last = self.last_bonk.as_ref();
+        Health {
+            version: SCHEMA_VERSION,
+            desk: self.config.desk.clone(),
+            agent_version: VERSION.to_owned(),
+            uptime_s: self.started.elapsed().as_secs(),
+            bonks_total: self.bonks_total,
+            last_bonk_at: last.map(|l| l.at),
+            last_bonk_namespace: last.and_then(|l| l.namespace.clone()),
+            last_bonk_pod: last.and_then(|l| l.pod.clone()),
+            servo: ServoHealth {
+                driver: self
+                    .worker
+                    .as_ref()
+                    .map_or("none", |w| w.driver().as_str())
+                    .to_owned(),
+                state: self.servo_state.to_owned(),
+                error: self.servo_error.clone(),
+            },
+            namespaces: self.config.watch.names(),
+            soc_temp_c: crate::health::soc_temperature_c(&self.config.soc_temp_file),
+            sent_at: Utc::now().trunc_subsecs(3),
+        }
+    }
+
+    fn publish_health(&self) {
+        self.publish(
+            self.config.topics.desk_health(&self.config.desk),
+            HEALTH_DELIVERY,
+            self.health().to_json(),
+        );
+    }
+
+    fn announce_to_home_assistant(&self) {
+        let Some(homeassistant) = &self.config.homeassistant else {
+            return;
+        };
+        let device = DeskDevice {
+            desk: &self.config.desk,
+            topics: &self.config.topics,
+            discovery_prefix: &homeassistant.discovery_prefix,
+            sw_version: VERSION,
+            has_soc_temperature: crate::health::soc_temperature_c(&self.config.soc_temp_file)
+                .is_some(),
+        };
+        for discovery in device.discovery() {
+            self.publish(
+                discovery.topic.clone(),
+                ha::DISCOVERY_DELIVERY,
+                discovery.payload(),
+            );
+        }
+    }
+
+    fn publish(&self, topic: String, delivery: Delivery, payload: impl Into<Vec<u8>>) {
+        if let Err(error) = self.client.try_publish(
+            topic.clone(),
+            qos(delivery),
+            delivery.retain,
+            payload.into(),
+        ) {
+            tracing::warn!(%error, topic, "cannot queue publish");
+        }
+    }
+}

@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
@@ -40,13 +40,18 @@ impl BonkId {
 
     /// The stable id of one alert instance: Alertmanager's `fingerprint` plus its `startsAt`.
     ///
-    /// `startsAt` is normalised (parsed as RFC 3339 and printed in UTC) so two senders that format
-    /// the same instant differently still agree; an unparseable value is used as given.
+    /// `startsAt` is normalised — parsed as RFC 3339, cut to whole milliseconds, printed in UTC —
+    /// so every sender agrees: Prometheus sends alerts with millisecond precision, Alertmanager's
+    /// webhook prints them with up to nanoseconds and its API with milliseconds, and offsets may
+    /// differ. An unparseable value is used as given.
     pub fn for_alert(fingerprint: &str, starts_at: &str) -> Self {
         let starts_at = DateTime::parse_from_rfc3339(starts_at)
             .map(|t| {
-                t.with_timezone(&Utc)
-                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                let t = t.with_timezone(&Utc);
+                let millis = t.timestamp_subsec_millis() * 1_000_000;
+                t.with_nanosecond(millis)
+                    .unwrap_or(t)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             })
             .unwrap_or_else(|_| starts_at.to_owned());
         Self::stable(&["alert", fingerprint, &starts_at])
@@ -545,11 +550,16 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);
-        // Pinned: the id must never change between releases, or mixed-version replicas disagree.
+        assert_eq!(a, BonkId::for_alert("abc123", "2026-11-21T10:00:00.000Z"));
+        // Alertmanager's webhook (nanoseconds) and its API (milliseconds) agree.
         assert_eq!(
-            a.as_str(),
-            BonkId::for_alert("abc123", "2026-11-21T10:00:00.000Z").as_str()
+            BonkId::for_alert("f", "2026-11-21T11:47:05.27135243Z"),
+            BonkId::for_alert("f", "2026-11-21T11:47:05.271Z")
         );
+        // Pinned: the id must never change between releases, or mixed-version replicas disagree.
+        // It is the UUID v5 of "alert", the fingerprint and "2026-11-21T10:00:00.000Z", joined by
+        // U+001F, in bonker's own UUID namespace.
+        assert_eq!(a.as_str(), "b45bd9bc-3f7a-53f5-9ea7-0ac432383248");
     }
 
     #[test]

@@ -165,21 +165,33 @@ impl TestAlertmanager {
             .map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p)))
     }
 
-    /// Injects a firing alert with `amtool alert add` (labels as `name=value`).
+    /// Injects a firing alert with `amtool alert add` (labels as `name=value`), started now.
     pub fn add_alert(&self, labels: &[(&str, &str)], annotations: &[(&str, &str)]) {
-        self.amtool_add(labels, annotations, None);
+        self.add_alert_started(labels, annotations, &now_millis());
+    }
+
+    /// Injects a firing alert that started at `start` (RFC 3339). Prometheus sends each alert to
+    /// every Alertmanager with the same start: tests of an HA pair pass the same `start` to both.
+    pub fn add_alert_started(
+        &self,
+        labels: &[(&str, &str)],
+        annotations: &[(&str, &str)],
+        start: &str,
+    ) {
+        self.amtool_add(labels, annotations, Some(start.to_owned()), None);
     }
 
     /// Marks an alert resolved: the same labels with an end time in the past.
     pub fn resolve_alert(&self, labels: &[(&str, &str)], annotations: &[(&str, &str)]) {
         let ended = chrono::Utc::now() - chrono::Duration::seconds(1);
-        self.amtool_add(labels, annotations, Some(ended.to_rfc3339()));
+        self.amtool_add(labels, annotations, None, Some(ended.to_rfc3339()));
     }
 
     fn amtool_add(
         &self,
         labels: &[(&str, &str)],
         annotations: &[(&str, &str)],
+        start: Option<String>,
         end: Option<String>,
     ) {
         let mut command = Command::new("amtool");
@@ -189,6 +201,9 @@ impl TestAlertmanager {
             .arg(format!("--alertmanager.url={}", self.url()));
         for (name, value) in annotations {
             command.arg(format!("--annotation={name}={value}"));
+        }
+        if let Some(start) = start {
+            command.arg(format!("--start={start}"));
         }
         if let Some(end) = end {
             command.arg(format!("--end={end}"));
@@ -238,4 +253,9 @@ impl TestAlertmanager {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Now, in RFC 3339 with milliseconds: what Prometheus sends as an alert's start.
+pub fn now_millis() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -207,9 +207,10 @@ async fn ha_pair_and_two_gateways_bonk_once(kind: BrokerKind) {
     });
     first.wait_for_cluster(2).await;
     second.wait_for_cluster(2).await;
-    // Prometheus sends every alert to every Alertmanager.
+    // Prometheus sends every alert to every Alertmanager, with the same start.
+    let start = bonker_tests::alertmanager::now_millis();
     for alertmanager in [&first, &second] {
-        alertmanager.add_alert(&oom("payments", "api-7"), &[]);
+        alertmanager.add_alert_started(&oom("payments", "api-7"), &[], &start);
     }
     let (fingerprint, starts_at) = fingerprint_of(&first, "api-7").await;
     let id = BonkId::for_alert(&fingerprint, &starts_at);
@@ -288,7 +289,6 @@ async fn mosquitto_pub_by_hand_bonks(kind: BrokerKind) {
             .map(|d| (d.to_string(), Outcome::Bonked))
             .collect();
         assert_eq!(got, want, "{kind}: mosquitto_pub {args:?}");
-        assert!(acks.windows(2).all(|w| w[0].bonk_id == w[1].bonk_id));
     }
     fleet.assert_no_more_acks().await;
 }

@@ -1,1 +1,176 @@
-//! stub
+//! bonker's gateway: Alertmanager webhooks in, MQTT bonks out, acks and desk health tracked.
+//!
+//! It runs in the cluster (two replicas are normal) and is the only part of bonker that speaks
+//! HTTP. A tour of the modules, in the order a webhook flows through them:
+//! - [`config`]: flags, `gateway.toml`, `BONKER_…` variables → validated [`config::Settings`].
+//! - [`http`]: the router ([`app`]), authentication ([`auth`]) and one error type ([`error`]).
+//! - [`alertmanager`]: the webhook payload and the rules that turn each firing alert into a bonk.
+//! - [`dedupe`]: the window that keeps re-sent notifications from bonking twice.
+//! - [`mqtt`]: the single task that owns the broker connection, publishes with confirmed delivery
+//!   and reconnects; [`fleet`] is what it learns about the desks; [`metrics`] what it counts.
+//!
+//! [`run`] puts it together: the caller binds the listener (so tests can bind port 0) and says
+//! when to stop.
+
+pub mod alertmanager;
+pub mod auth;
+pub mod config;
+pub mod dedupe;
+pub mod error;
+pub mod fleet;
+pub mod http;
+pub mod metrics;
+pub mod mqtt;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bonker_broker::{BrokerSettings, EmbeddedBroker};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Args, GatewayConfig, Settings};
+pub use http::app;
+
+use crate::alertmanager::BonkRules;
+use crate::dedupe::DedupeWindow;
+use crate::fleet::Fleet;
+use crate::metrics::Metrics;
+use crate::mqtt::Publisher;
+
+/// Everything the HTTP handlers share. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    settings: Settings,
+    rules: BonkRules,
+    publisher: Publisher,
+    dedupe: Mutex<DedupeWindow>,
+    fleet: Arc<Mutex<Fleet>>,
+    metrics: Arc<Metrics>,
+    connected: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Builds the state and spawns the MQTT task, which connects in the background and runs until
+    /// `stop_mqtt` is cancelled. Must be called inside a Tokio runtime.
+    pub fn start(
+        settings: Settings,
+        stop_mqtt: CancellationToken,
+    ) -> Result<(AppState, JoinHandle<()>), bonker_client::mqtt::SettingsError> {
+        let fleet = Arc::new(Mutex::new(Fleet::default()));
+        let metrics = Arc::new(Metrics::new());
+        let connection = mqtt::connect(
+            &settings.mqtt,
+            &config::default_client_id(),
+            settings.topics.clone(),
+            settings.publish_timeout,
+            fleet.clone(),
+            metrics.clone(),
+        )?;
+        let task = tokio::spawn(connection.task.run(stop_mqtt));
+        let rules = BonkRules {
+            topics: settings.topics.clone(),
+            default_namespace: settings.default_namespace.clone(),
+            cluster: settings.cluster.clone(),
+            severity_overrides: settings.severity_overrides.clone(),
+        };
+        let dedupe = DedupeWindow::new(
+            settings.dedupe.max_entries,
+            std::time::Duration::from_secs(settings.dedupe.max_age_s),
+        );
+        let state = AppState {
+            shared: Arc::new(Shared {
+                settings,
+                rules,
+                publisher: connection.publisher,
+                dedupe: Mutex::new(dedupe),
+                fleet,
+                metrics,
+                connected: connection.connected,
+            }),
+        };
+        Ok((state, task))
+    }
+
+    /// The validated settings.
+    pub fn settings(&self) -> &Settings {
+        &self.shared.settings
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// True while connected to the MQTT broker.
+    pub fn is_connected(&self) -> bool {
+        *self.shared.connected.borrow()
+    }
+
+    /// Completes once connected to the MQTT broker (tests, start-up ordering).
+    pub async fn connected(&self) {
+        let mut connected = self.shared.connected.clone();
+        // An error means the MQTT task is gone; then there is nothing to wait for.
+        let _ = connected.wait_for(|c| *c).await;
+    }
+
+    fn rules(&self) -> &BonkRules {
+        &self.shared.rules
+    }
+
+    fn publisher(&self) -> &Publisher {
+        &self.shared.publisher
+    }
+
+    fn fleet(&self) -> &Mutex<Fleet> {
+        &self.shared.fleet
+    }
+
+    fn dedupe(&self) -> MutexGuard<'_, DedupeWindow> {
+        self.shared
+            .dedupe
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes: then stops accepting, lets
+/// in-flight requests finish (each is bounded by the publish timeout), and disconnects from the
+/// broker cleanly.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let stop_mqtt = CancellationToken::new();
+    let (state, mqtt_task) = AppState::start(settings, stop_mqtt.clone())?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "bonker-gateway listening on http://{addr}");
+    let served = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    tracing::info!("HTTP server stopped; disconnecting from the MQTT broker");
+    stop_mqtt.cancel();
+    mqtt_task.await?;
+    served?;
+    Ok(())
+}
+
+/// Starts the bonker MQTT broker inside this process, listening on `listen`, and returns once it
+/// accepts connections. It serves until the process exits.
+pub async fn start_embedded_broker(listen: SocketAddr) -> anyhow::Result<EmbeddedBroker> {
+    let settings = BrokerSettings {
+        listen,
+        ..BrokerSettings::default()
+    };
+    let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(settings)).await??;
+    Ok(broker)
+}

@@ -1,0 +1,557 @@
+//! The fleet view: what the desks said about themselves (retained status and health) and about
+//! each bonk (acks), as the gateway saw it on the broker.
+//!
+//! One [`Fleet`] struct holds all of it. The MQTT task is its only writer; HTTP handlers read it
+//! for `GET /api/desks` and `GET /api/bonks/{id}`. It sits behind one `std::sync::Mutex` that is
+//! never held across an `.await`, so a lock is a few microseconds and cannot deadlock.
+//!
+//! Memory is bounded whatever the broker carries: at most [`MAX_TRACKED_DESKS`] desks,
+//! [`MAX_TRACKED_BONKS`] bonks (the oldest forgotten first) and [`MAX_ACKS_PER_BONK`] acks each.
+//! Desk payloads are parsed strictly (they come from bonker's own agent); what does not parse is
+//! counted and logged by the caller, never guessed at.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bonker_protocol::{Ack, BonkId, DeskId, Health, Outcome, Severity, Source, Status};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// Most desks tracked; status from further desks is ignored (and counted).
+pub const MAX_TRACKED_DESKS: usize = 10_000;
+/// Most bonks tracked for `GET /api/bonks/{id}`; the oldest are forgotten first.
+pub const MAX_TRACKED_BONKS: usize = 10_000;
+/// Most acks kept per bonk.
+pub const MAX_ACKS_PER_BONK: usize = 1_000;
+
+/// Why a desk message was ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ignored {
+    /// A status payload other than `online`/`offline`.
+    InvalidStatus,
+    /// A health payload that is not a Health report.
+    InvalidHealth,
+    /// An ack payload that is not an Ack.
+    InvalidAck,
+    /// A message from a new desk when [`MAX_TRACKED_DESKS`] are already tracked.
+    TooManyDesks,
+}
+
+impl Ignored {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ignored::InvalidStatus => "invalid_status",
+            Ignored::InvalidHealth => "invalid_health",
+            Ignored::InvalidAck => "invalid_ack",
+            Ignored::TooManyDesks => "too_many_desks",
+        }
+    }
+}
+
+/// A bonk this gateway handed to the broker.
+#[derive(Debug, Clone)]
+pub struct PublishedBonk {
+    /// Wall-clock time of the publish.
+    pub at: DateTime<Utc>,
+    /// Monotonic time of the publish, for latency.
+    pub instant: Instant,
+    /// The topic.
+    pub topic: String,
+    /// The bonk's namespace field (the raw label for alerts).
+    pub namespace: Option<String>,
+    /// The severity.
+    pub severity: Severity,
+    /// Who asked for it.
+    pub source: Source,
+}
+
+/// What an accepted ack means for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AckSeen {
+    /// The desk's outcome.
+    pub outcome: Outcome,
+    /// Publish-to-ack time, when this gateway published the bonk.
+    pub latency: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct DeskRecord {
+    status: Option<Status>,
+    last_seen: DateTime<Utc>,
+    health: Option<Health>,
+    acks: BTreeMap<&'static str, u64>,
+    last_ack_bonk_at: Option<DateTime<Utc>>,
+}
+
+impl DeskRecord {
+    fn new(now: DateTime<Utc>) -> Self {
+        Self {
+            status: None,
+            last_seen: now,
+            health: None,
+            acks: BTreeMap::new(),
+            last_ack_bonk_at: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BonkRecord {
+    published: Option<PublishedBonk>,
+    accepted_by_broker: bool,
+    acks: Vec<AckRecord>,
+}
+
+#[derive(Debug, Clone)]
+struct AckRecord {
+    ack: Ack,
+    desk: DeskId,
+    arrived_at: DateTime<Utc>,
+    latency: Option<Duration>,
+}
+
+/// Desks and bonks as seen on the broker.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    desks: BTreeMap<DeskId, DeskRecord>,
+    bonks: HashMap<BonkId, BonkRecord>,
+    bonk_order: VecDeque<BonkId>,
+}
+
+impl Fleet {
+    /// Records that this gateway is publishing bonk `id` (called before the broker's PUBACK, so
+    /// an ack racing the PUBACK still finds it).
+    pub fn record_publish(&mut self, id: BonkId, published: PublishedBonk) {
+        let record = self.bonk_entry(id);
+        record.published = Some(published);
+    }
+
+    /// Records the broker's PUBACK for bonk `id`.
+    pub fn record_accepted(&mut self, id: &BonkId) {
+        if let Some(record) = self.bonks.get_mut(id) {
+            record.accepted_by_broker = true;
+        }
+    }
+
+    /// A desk's retained status. An empty payload (the retained message was cleared, the desk
+    /// was forgotten) removes the desk.
+    pub fn record_status(
+        &mut self,
+        desk: DeskId,
+        payload: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(), Ignored> {
+        if payload.is_empty() {
+            self.desks.remove(&desk);
+            return Ok(());
+        }
+        let status = Status::parse(payload).ok_or(Ignored::InvalidStatus)?;
+        let record = self.desk_entry(desk, now)?;
+        record.status = Some(status);
+        record.last_seen = now;
+        Ok(())
+    }
+
+    /// A desk's retained health report. An empty payload (cleared) is ignored.
+    pub fn record_health(
+        &mut self,
+        desk: DeskId,
+        payload: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(), Ignored> {
+        if payload.is_empty() {
+            return Ok(());
+        }
+        let health: Health = serde_json::from_slice(payload).map_err(|_| Ignored::InvalidHealth)?;
+        let record = self.desk_entry(desk, now)?;
+        record.health = Some(health);
+        record.last_seen = now;
+        Ok(())
+    }
+
+    /// A desk's ack. The desk is the one in the topic (what a broker ACL protects), whatever the
+    /// payload claims.
+    pub fn record_ack(
+        &mut self,
+        desk: DeskId,
+        payload: &[u8],
+        now: DateTime<Utc>,
+        now_instant: Instant,
+    ) -> Result<AckSeen, Ignored> {
+        let ack: Ack = serde_json::from_slice(payload).map_err(|_| Ignored::InvalidAck)?;
+        let desk_record = self.desk_entry(desk.clone(), now)?;
+        desk_record.last_seen = now;
+        *desk_record.acks.entry(ack.outcome.as_str()).or_default() += 1;
+        if ack.outcome == Outcome::Bonked {
+            desk_record.last_ack_bonk_at = desk_record.last_ack_bonk_at.max(Some(ack.finished_at));
+        }
+        let outcome = ack.outcome;
+        let record = self.bonk_entry(ack.bonk_id.clone());
+        let latency = record
+            .published
+            .as_ref()
+            .map(|p| now_instant.saturating_duration_since(p.instant));
+        if record.acks.len() < MAX_ACKS_PER_BONK {
+            record.acks.push(AckRecord {
+                ack,
+                desk,
+                arrived_at: now,
+                latency,
+            });
+        }
+        Ok(AckSeen { outcome, latency })
+    }
+
+    /// Desks whose status is `online`.
+    pub fn desks_online(&self) -> usize {
+        self.desks
+            .values()
+            .filter(|d| d.status == Some(Status::Online))
+            .count()
+    }
+
+    /// Desks known.
+    pub fn desks_known(&self) -> usize {
+        self.desks.len()
+    }
+
+    /// Every desk, by name.
+    pub fn desk_views(&self) -> Vec<DeskView> {
+        self.desks
+            .iter()
+            .map(|(desk, record)| {
+                let health = record.health.as_ref();
+                let health_bonk_at = health.and_then(|h| h.last_bonk_at);
+                DeskView {
+                    desk: desk.to_string(),
+                    online: record.status == Some(Status::Online),
+                    status: record.status.map(Status::as_str).unwrap_or("unknown"),
+                    last_seen: record.last_seen,
+                    namespaces: health.map(|h| h.namespaces.clone()).unwrap_or_default(),
+                    bonks_total: health.map(|h| h.bonks_total),
+                    last_bonk_at: health_bonk_at.max(record.last_ack_bonk_at),
+                    acks: record.acks.clone(),
+                    health: record.health.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// One bonk, when tracked.
+    pub fn bonk_view(&self, id: &BonkId) -> Option<BonkView> {
+        let record = self.bonks.get(id)?;
+        let published = record.published.as_ref();
+        Some(BonkView {
+            id: id.to_string(),
+            published_at: published.map(|p| p.at),
+            topic: published.map(|p| p.topic.clone()),
+            namespace: published.and_then(|p| p.namespace.clone()),
+            severity: published.map(|p| p.severity),
+            source: published.map(|p| p.source),
+            accepted_by_broker: record.accepted_by_broker,
+            acks: record
+                .acks
+                .iter()
+                .map(|a| AckView {
+                    desk: a.desk.to_string(),
+                    outcome: a.ack.outcome,
+                    received_at: a.ack.received_at,
+                    finished_at: a.ack.finished_at,
+                    arrived_at: a.arrived_at,
+                    latency_ms: a.latency.map(|l| l.as_secs_f64() * 1000.0),
+                    detail: a.ack.detail.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    fn desk_entry(&mut self, desk: DeskId, now: DateTime<Utc>) -> Result<&mut DeskRecord, Ignored> {
+        if !self.desks.contains_key(&desk) && self.desks.len() >= MAX_TRACKED_DESKS {
+            return Err(Ignored::TooManyDesks);
+        }
+        Ok(self
+            .desks
+            .entry(desk)
+            .or_insert_with(|| DeskRecord::new(now)))
+    }
+
+    fn bonk_entry(&mut self, id: BonkId) -> &mut BonkRecord {
+        if !self.bonks.contains_key(&id) {
+            while self.bonk_order.len() >= MAX_TRACKED_BONKS {
+                if let Some(oldest) = self.bonk_order.pop_front() {
+                    self.bonks.remove(&oldest);
+                }
+            }
+            self.bonk_order.push_back(id.clone());
+        }
+        self.bonks.entry(id).or_insert_with(|| BonkRecord {
+            published: None,
+            accepted_by_broker: false,
+            acks: Vec::new(),
+        })
+    }
+}
+
+/// One desk in `GET /api/desks`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeskView {
+    /// The desk's name.
+    pub desk: String,
+    /// True when its retained status is `online`.
+    pub online: bool,
+    /// `online`, `offline`, or `unknown` (no status seen yet).
+    pub status: &'static str,
+    /// When the gateway last heard from it (status, health or ack).
+    pub last_seen: DateTime<Utc>,
+    /// The namespaces it watches (from its health report).
+    pub namespaces: Vec<String>,
+    /// Bonks performed since the agent started (from its health report).
+    pub bonks_total: Option<u64>,
+    /// When Tux was last bonked (health report or the latest `bonked` ack).
+    pub last_bonk_at: Option<DateTime<Utc>>,
+    /// Acks seen from it since the gateway started, by outcome.
+    pub acks: BTreeMap<&'static str, u64>,
+    /// Its latest health report.
+    pub health: Option<Health>,
+}
+
+/// One bonk in `GET /api/bonks/{id}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BonkView {
+    /// The bonk id.
+    pub id: String,
+    /// When this gateway published it (absent for bonks published by someone else whose acks
+    /// were seen).
+    pub published_at: Option<DateTime<Utc>>,
+    /// The topic it was published on.
+    pub topic: Option<String>,
+    /// Its namespace field.
+    pub namespace: Option<String>,
+    /// Its severity.
+    pub severity: Option<Severity>,
+    /// Who asked for it.
+    pub source: Option<Source>,
+    /// True once the broker acknowledged the publish (PUBACK).
+    pub accepted_by_broker: bool,
+    /// The desks' acks, in arrival order.
+    pub acks: Vec<AckView>,
+}
+
+/// One desk's ack of a bonk.
+#[derive(Debug, Clone, Serialize)]
+pub struct AckView {
+    /// The desk.
+    pub desk: String,
+    /// What it did.
+    pub outcome: Outcome,
+    /// When the desk received the bonk.
+    pub received_at: DateTime<Utc>,
+    /// When the desk finished with it.
+    pub finished_at: DateTime<Utc>,
+    /// When the ack reached the gateway.
+    pub arrived_at: DateTime<Utc>,
+    /// Milliseconds from this gateway's publish to the ack's arrival.
+    pub latency_ms: Option<f64>,
+    /// The desk's detail (a servo error, say).
+    pub detail: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use bonker_protocol::{SCHEMA_VERSION, ServoHealth};
+
+    use super::*;
+
+    fn desk(name: &str) -> DeskId {
+        DeskId::new(name).expect("valid desk")
+    }
+
+    fn ack_payload(id: &BonkId, desk: &str, outcome: Outcome) -> Vec<u8> {
+        Ack {
+            version: SCHEMA_VERSION,
+            bonk_id: id.clone(),
+            desk: DeskId::new(desk).expect("valid"),
+            outcome,
+            received_at: Utc::now(),
+            finished_at: Utc::now(),
+            severity: None,
+            namespace: None,
+            detail: None,
+        }
+        .to_json()
+    }
+
+    fn health_payload(name: &str) -> Vec<u8> {
+        Health {
+            version: SCHEMA_VERSION,
+            desk: desk(name),
+            agent_version: "0.1.0".into(),
+            uptime_s: 5,
+            bonks_total: 3,
+            last_bonk_at: None,
+            last_bonk_namespace: None,
+            last_bonk_pod: None,
+            servo: ServoHealth {
+                driver: "simulated".into(),
+                state: "rest".into(),
+                error: None,
+            },
+            namespaces: vec!["payments".into()],
+            soc_temp_c: None,
+            sent_at: Utc::now(),
+        }
+        .to_json()
+    }
+
+    #[test]
+    fn status_and_health_build_the_desk_view() {
+        let mut fleet = Fleet::default();
+        let now = Utc::now();
+        fleet
+            .record_status(desk("alice"), b"online", now)
+            .expect("ok");
+        fleet
+            .record_health(desk("alice"), &health_payload("alice"), now)
+            .expect("ok");
+        fleet
+            .record_status(desk("bob"), b"offline", now)
+            .expect("ok");
+        assert_eq!((fleet.desks_online(), fleet.desks_known()), (1, 2));
+        let views = fleet.desk_views();
+        assert_eq!(views[0].desk, "alice");
+        assert!(views[0].online);
+        assert_eq!(views[0].namespaces, ["payments"]);
+        assert_eq!(views[0].bonks_total, Some(3));
+        assert_eq!(views[1].status, "offline");
+        // A cleared retained status forgets the desk.
+        fleet.record_status(desk("bob"), b"", now).expect("ok");
+        assert_eq!(fleet.desks_known(), 1);
+    }
+
+    #[test]
+    fn bad_payloads_are_reported_not_guessed() {
+        let mut fleet = Fleet::default();
+        let now = Utc::now();
+        assert_eq!(
+            fleet.record_status(desk("alice"), b"maybe", now),
+            Err(Ignored::InvalidStatus)
+        );
+        assert_eq!(
+            fleet.record_health(desk("alice"), b"{}", now),
+            Err(Ignored::InvalidHealth)
+        );
+        assert_eq!(
+            fleet.record_ack(desk("alice"), b"bonked", now, Instant::now()),
+            Err(Ignored::InvalidAck)
+        );
+        assert_eq!(fleet.desks_known(), 0);
+    }
+
+    #[test]
+    fn acks_are_attached_to_published_bonks_with_latency() {
+        let mut fleet = Fleet::default();
+        let id = BonkId::stable(&["x"]);
+        let published = Instant::now();
+        fleet.record_publish(
+            id.clone(),
+            PublishedBonk {
+                at: Utc::now(),
+                instant: published,
+                topic: "bonker/bonk/payments".into(),
+                namespace: Some("payments".into()),
+                severity: Severity::Critical,
+                source: Source::Alertmanager,
+            },
+        );
+        fleet.record_accepted(&id);
+        let seen = fleet
+            .record_ack(
+                desk("alice"),
+                &ack_payload(&id, "alice", Outcome::Bonked),
+                Utc::now(),
+                published + Duration::from_millis(40),
+            )
+            .expect("ok");
+        assert_eq!(seen.outcome, Outcome::Bonked);
+        assert_eq!(seen.latency, Some(Duration::from_millis(40)));
+        // The topic's desk counts, not the payload's claim.
+        fleet
+            .record_ack(
+                desk("bob"),
+                &ack_payload(&id, "mallory", Outcome::Duplicate),
+                Utc::now(),
+                published + Duration::from_millis(50),
+            )
+            .expect("ok");
+        let view = fleet.bonk_view(&id).expect("tracked");
+        assert!(view.accepted_by_broker);
+        assert_eq!(view.acks.len(), 2);
+        assert_eq!(view.acks[1].desk, "bob");
+        assert_eq!(view.acks[0].latency_ms, Some(40.0));
+        let desks = fleet.desk_views();
+        assert_eq!(desks[0].acks.get("bonked"), Some(&1));
+        assert!(desks[0].last_bonk_at.is_some());
+        assert_eq!(
+            fleet.bonk_view(&BonkId::stable(&["unknown"])).map(|v| v.id),
+            None
+        );
+    }
+
+    #[test]
+    fn acks_for_bonks_published_elsewhere_are_tracked_without_latency() {
+        let mut fleet = Fleet::default();
+        let id = BonkId::stable(&["elsewhere"]);
+        let seen = fleet
+            .record_ack(
+                desk("alice"),
+                &ack_payload(&id, "alice", Outcome::Bonked),
+                Utc::now(),
+                Instant::now(),
+            )
+            .expect("ok");
+        assert_eq!(seen.latency, None);
+        let view = fleet.bonk_view(&id).expect("tracked");
+        assert_eq!(view.published_at, None);
+        assert!(!view.accepted_by_broker);
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let mut fleet = Fleet::default();
+        let now = Utc::now();
+        for n in 0..MAX_TRACKED_DESKS {
+            fleet
+                .record_status(desk(&format!("d{n}")), b"online", now)
+                .expect("ok");
+        }
+        assert_eq!(
+            fleet.record_status(desk("one-too-many"), b"online", now),
+            Err(Ignored::TooManyDesks)
+        );
+        // Known desks still update.
+        fleet
+            .record_status(desk("d0"), b"offline", now)
+            .expect("ok");
+        for n in 0..(MAX_TRACKED_BONKS + 10) {
+            fleet.record_publish(
+                BonkId::stable(&[&n.to_string()]),
+                PublishedBonk {
+                    at: now,
+                    instant: Instant::now(),
+                    topic: "t".into(),
+                    namespace: None,
+                    severity: Severity::Info,
+                    source: Source::Http,
+                },
+            );
+        }
+        assert_eq!(fleet.bonks.len(), MAX_TRACKED_BONKS);
+        assert!(fleet.bonk_view(&BonkId::stable(&["0"])).is_none());
+        assert!(
+            fleet
+                .bonk_view(&BonkId::stable(&[&(MAX_TRACKED_BONKS + 9).to_string()]))
+                .is_some()
+        );
+    }
+}

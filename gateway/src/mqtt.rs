@@ -1,0 +1,538 @@
+//! The gateway's one MQTT connection: publishing bonks with confirmed delivery, and watching the
+//! desks' status, health and ack topics for the fleet view.
+//!
+//! # One task owns the connection
+//! [`MqttTask`] owns the rumqttc `EventLoop` and is the only thing that polls it. HTTP handlers
+//! never touch MQTT: they send [`OutgoingBonk`]s through a [`Publisher`] (a bounded channel) and
+//! await one answer per bonk. The task never awaits anything but the event loop, its command
+//! channel, a backoff timer and shutdown, so nothing an HTTP client does can stall it.
+//!
+//! # Knowing that the broker accepted a bonk
+//! rumqttc 0.25 has no per-publish acknowledgement future, so the task correlates by itself:
+//! 1. it calls `try_publish` (never the blocking `publish`) and queues the waiter in `unsent`;
+//! 2. rumqttc takes requests from its channel in order and reports each as
+//!    `Outgoing::Publish(pkid)` when it writes it — so the front of `unsent` gets that packet id
+//!    (on a packet-id collision rumqttc first reports `Outgoing::AwaitAck` and the
+//!    `Outgoing::Publish` comes later, still in order, because no other new request is taken
+//!    meanwhile);
+//! 3. `Incoming::PubAck(pkid)` answers that waiter: the broker has the bonk.
+//!
+//! # Reconnects
+//! The gateway connects with a **clean session**. Its subscriptions are worth nothing offline (desk
+//! status and health are retained and arrive again on subscribe; acks missed while away only
+//! thin the fleet view), and a persistent session per replica would pile up on the broker, since
+//! every pod start has a new client id. With a clean session the broker reports
+//! `session_present = false` and rumqttc drops whatever it still held for the old connection. So:
+//! - on a connection error every waiter fails at once with [`PublishError::Disconnected`] (the
+//!   handler answers 503 and Alertmanager retries; a bonk that did reach the broker is recognised
+//!   by its stable id downstream);
+//! - while disconnected, publishes are not handed to rumqttc but parked (bounded) until the next
+//!   `ConnAck` or until their HTTP request gives up, so the order of rumqttc's channel always
+//!   matches `unsent`;
+//! - on every `ConnAck` leftover requests of the old connection are cleared (rumqttc would
+//!   otherwise re-send them and break the correlation), the subscriptions are made again (rumqttc
+//!   does not re-subscribe) and the backoff resets;
+//! - after an error the task waits [`Backoff::next_delay`] before polling again (rumqttc itself
+//!   would reconnect at once, forever).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bonker_client::mqtt::{SettingsError, tune_event_loop};
+use bonker_client::{Backoff, MqttSettings};
+use bonker_protocol::{Bonk, BonkId, Route, Topics};
+use chrono::Utc;
+use rumqttc::{
+    AsyncClient, ConnAck, ConnectionError, Event, EventLoop, Outgoing, Packet, Publish, QoS,
+    SubAck, SubscribeFilter, SubscribeReasonCode,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::fleet::{Fleet, PublishedBonk};
+use crate::metrics::{AckLabels, Metrics};
+
+/// Publish requests waiting for the MQTT task.
+const COMMAND_QUEUE_CAPACITY: usize = 1024;
+/// rumqttc's request channel. Publishes beyond it fail fast with [`PublishError::QueueFull`].
+const CLIENT_REQUEST_CAPACITY: usize = 1024;
+/// Publishes parked while disconnected.
+const MAX_PARKED: usize = 1024;
+/// How long a clean DISCONNECT may take at shutdown.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the broker did not accept a bonk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// No PUBACK within the publish timeout (broker down, slow or unreachable).
+    #[error("the MQTT broker did not acknowledge in time")]
+    Timeout,
+    /// The connection was lost before the PUBACK.
+    #[error("the connection to the MQTT broker was lost before it acknowledged")]
+    Disconnected,
+    /// Too many publishes are already waiting.
+    #[error("too many bonks are waiting for the MQTT broker")]
+    QueueFull,
+    /// The gateway is shutting down.
+    #[error("the gateway is shutting down")]
+    Stopped,
+}
+
+impl PublishError {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PublishError::Timeout => "timeout",
+            PublishError::Disconnected => "disconnected",
+            PublishError::QueueFull => "queue_full",
+            PublishError::Stopped => "stopped",
+        }
+    }
+}
+
+/// A bonk to publish on a topic.
+#[derive(Debug, Clone)]
+pub struct OutgoingBonk {
+    /// The topic (built by the protocol crate).
+    pub topic: String,
+    /// The payload.
+    pub bonk: Bonk,
+}
+
+#[derive(Debug)]
+struct PublishCommand {
+    outgoing: OutgoingBonk,
+    reply: oneshot::Sender<Result<(), PublishError>>,
+}
+
+/// The handle HTTP handlers publish through. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    commands: mpsc::Sender<PublishCommand>,
+    timeout: Duration,
+}
+
+impl Publisher {
+    /// Publishes every bonk at QoS 1 and waits until the broker has acknowledged each, or until
+    /// the publish timeout has passed. One result per bonk, in order.
+    pub async fn publish_all(&self, bonks: Vec<OutgoingBonk>) -> Vec<Result<(), PublishError>> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut answers = Vec::with_capacity(bonks.len());
+        for outgoing in bonks {
+            let (reply, answer) = oneshot::channel();
+            let queued = tokio::time::timeout_at(
+                deadline,
+                self.commands.send(PublishCommand { outgoing, reply }),
+            )
+            .await;
+            answers.push(match queued {
+                Ok(Ok(())) => Ok(answer),
+                Ok(Err(_)) => Err(PublishError::Stopped),
+                Err(_) => Err(PublishError::Timeout),
+            });
+        }
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            results.push(match answer {
+                Err(error) => Err(error),
+                Ok(answer) => match tokio::time::timeout_at(deadline, answer).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(_)) => Err(PublishError::Stopped),
+                    Err(_) => Err(PublishError::Timeout),
+                },
+            });
+        }
+        results
+    }
+}
+
+struct Waiter {
+    id: BonkId,
+    reply: oneshot::Sender<Result<(), PublishError>>,
+}
+
+/// Publishes in flight, by stage.
+#[derive(Default)]
+struct Inflight {
+    /// Received while disconnected; handed to rumqttc on the next ConnAck.
+    parked: VecDeque<PublishCommand>,
+    /// Handed to rumqttc, not yet written (no packet id yet), in channel order.
+    unsent: VecDeque<Waiter>,
+    /// Written, waiting for the PUBACK, by packet id.
+    unacked: HashMap<u16, Waiter>,
+}
+
+impl Inflight {
+    fn fail_sent(&mut self, error: PublishError) {
+        for waiter in self
+            .unsent
+            .drain(..)
+            .chain(self.unacked.drain().map(|(_, w)| w))
+        {
+            let _ = waiter.reply.send(Err(error));
+        }
+    }
+
+    fn fail_all(&mut self, error: PublishError) {
+        self.fail_sent(error);
+        for command in self.parked.drain(..) {
+            let _ = command.reply.send(Err(error));
+        }
+    }
+}
+
+/// The MQTT side of the gateway: owns the connection. Run it with [`MqttTask::run`].
+pub struct MqttTask {
+    client: AsyncClient,
+    event_loop: EventLoop,
+    commands: mpsc::Receiver<PublishCommand>,
+    topics: Topics,
+    url: String,
+    backoff: Backoff,
+    connected: watch::Sender<bool>,
+    is_connected: bool,
+    fleet: Arc<Mutex<Fleet>>,
+    metrics: Arc<Metrics>,
+    inflight: Inflight,
+}
+
+impl std::fmt::Debug for MqttTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttTask")
+            .field("url", &self.url)
+            .field("client_id", &self.event_loop.mqtt_options.client_id())
+            .field("connected", &self.is_connected)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`connect`] returns: the handle to publish through, the task to spawn, and the connection
+/// state for readiness.
+#[derive(Debug)]
+pub struct Connection {
+    /// Publishes bonks.
+    pub publisher: Publisher,
+    /// The task owning the connection; spawn [`MqttTask::run`].
+    pub task: MqttTask,
+    /// True while connected to the broker.
+    pub connected: watch::Receiver<bool>,
+}
+
+/// Prepares the connection (nothing is dialled until the task runs).
+pub fn connect(
+    settings: &MqttSettings,
+    default_client_id: &str,
+    topics: Topics,
+    publish_timeout: Duration,
+    fleet: Arc<Mutex<Fleet>>,
+    metrics: Arc<Metrics>,
+) -> Result<Connection, SettingsError> {
+    let mut options = settings.options(default_client_id)?;
+    options.set_clean_session(true);
+    let (client, mut event_loop) = AsyncClient::new(options, CLIENT_REQUEST_CAPACITY);
+    tune_event_loop(&mut event_loop, settings);
+    let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
+    let (connected, connected_rx) = watch::channel(false);
+    let task = MqttTask {
+        client,
+        event_loop,
+        commands,
+        topics,
+        url: settings.url.clone(),
+        backoff: settings.backoff(),
+        connected,
+        is_connected: false,
+        fleet,
+        metrics,
+        inflight: Inflight::default(),
+    };
+    Ok(Connection {
+        publisher: Publisher {
+            commands: commands_tx,
+            timeout: publish_timeout,
+        },
+        task,
+        connected: connected_rx,
+    })
+}
+
+enum Step {
+    Event(Result<Event, ConnectionError>),
+    Shutdown,
+}
+
+impl MqttTask {
+    /// Runs until `shutdown` is cancelled, then disconnects cleanly.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        tracing::info!(
+            url = %self.url,
+            client_id = %self.event_loop.mqtt_options.client_id(),
+            "connecting to the MQTT broker"
+        );
+        loop {
+            match self.next_event(&shutdown).await {
+                Step::Shutdown => break,
+                Step::Event(Ok(event)) => self.handle_event(event),
+                Step::Event(Err(error)) => {
+                    self.connection_lost(&error);
+                    let delay = self.backoff.next_delay();
+                    tracing::debug!(
+                        delay_ms = delay.as_millis() as u64,
+                        "reconnecting after a delay"
+                    );
+                    if !self.wait(delay, &shutdown).await {
+                        break;
+                    }
+                }
+            }
+        }
+        self.disconnect().await;
+    }
+
+    /// Polls the event loop, serving publish commands while it waits. The poll future is never
+    /// dropped half-way for a command (only for shutdown), so no packet is lost to cancellation.
+    async fn next_event(&mut self, shutdown: &CancellationToken) -> Step {
+        let poll = self.event_loop.poll();
+        tokio::pin!(poll);
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Step::Shutdown,
+                event = &mut poll => return Step::Event(event),
+                Some(command) = self.commands.recv() => submit(
+                    command,
+                    self.is_connected,
+                    &self.client,
+                    &mut self.inflight,
+                    &self.fleet,
+                ),
+            }
+        }
+    }
+
+    /// Waits `delay` (reconnect backoff), parking publish commands meanwhile. False on shutdown.
+    async fn wait(&mut self, delay: Duration, shutdown: &CancellationToken) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return false,
+                () = &mut sleep => return true,
+                Some(command) = self.commands.recv() => submit(
+                    command,
+                    self.is_connected,
+                    &self.client,
+                    &mut self.inflight,
+                    &self.fleet,
+                ),
+            }
+        }
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Incoming(Packet::ConnAck(ack)) => self.connected(&ack),
+            Event::Incoming(Packet::Publish(publish)) => self.message(&publish),
+            Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(waiter) = self.inflight.unacked.remove(&ack.pkid) {
+                    lock(&self.fleet).record_accepted(&waiter.id);
+                    let _ = waiter.reply.send(Ok(()));
+                }
+            }
+            Event::Incoming(Packet::SubAck(ack)) => self.subscribed(&ack),
+            Event::Outgoing(Outgoing::Publish(pkid)) => match self.inflight.unsent.pop_front() {
+                Some(waiter) => {
+                    self.inflight.unacked.insert(pkid, waiter);
+                }
+                None => tracing::debug!(pkid, "a publish went out that no request is waiting for"),
+            },
+            Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
+                tracing::debug!(
+                    pkid,
+                    "packet id collision; the publish waits for the broker"
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn connected(&mut self, ack: &ConnAck) {
+        // Requests of the previous connection: their waiters already failed, and re-sending them
+        // here would break the order `unsent` relies on.
+        self.event_loop.pending.clear();
+        self.is_connected = true;
+        self.connected.send_replace(true);
+        self.metrics.mqtt_connected.set(1);
+        self.metrics.mqtt_connections.inc();
+        self.backoff.reset();
+        tracing::info!(url = %self.url, session_present = ack.session_present, "connected to the MQTT broker");
+        let filters = [
+            self.topics.all_statuses(),
+            self.topics.all_health(),
+            self.topics.all_acks(),
+        ]
+        .into_iter()
+        .map(|filter| SubscribeFilter::new(filter, QoS::AtLeastOnce));
+        if let Err(error) = self.client.try_subscribe_many(filters) {
+            tracing::warn!(%error, "cannot subscribe to the desk topics; the fleet view stays empty");
+        }
+        let parked: Vec<PublishCommand> = self.inflight.parked.drain(..).collect();
+        for command in parked {
+            submit(command, true, &self.client, &mut self.inflight, &self.fleet);
+        }
+    }
+
+    fn connection_lost(&mut self, error: &ConnectionError) {
+        if self.is_connected {
+            tracing::warn!(url = %self.url, %error, "lost the connection to the MQTT broker");
+        } else {
+            tracing::warn!(url = %self.url, %error, "cannot connect to the MQTT broker");
+        }
+        self.is_connected = false;
+        self.connected.send_replace(false);
+        self.metrics.mqtt_connected.set(0);
+        self.inflight.fail_sent(PublishError::Disconnected);
+    }
+
+    fn subscribed(&self, ack: &SubAck) {
+        if ack
+            .return_codes
+            .iter()
+            .any(|code| matches!(code, SubscribeReasonCode::Failure))
+        {
+            tracing::warn!(
+                "the broker refused a subscription to the desk topics (check its ACL); the fleet \
+                 view may be incomplete"
+            );
+        } else {
+            tracing::debug!("subscribed to the desk topics");
+        }
+    }
+
+    fn message(&self, publish: &Publish) {
+        let now = Utc::now();
+        let now_instant = std::time::Instant::now();
+        let topic = publish.topic.as_str();
+        let payload = &publish.payload[..];
+        let mut fleet = lock(&self.fleet);
+        let result = match self.topics.route(topic) {
+            Some(Route::Status(desk)) => fleet.record_status(desk, payload, now),
+            Some(Route::Health(desk)) => fleet.record_health(desk, payload, now),
+            Some(Route::Ack(desk)) => {
+                let name = desk.to_string();
+                fleet
+                    .record_ack(desk, payload, now, now_instant)
+                    .map(|seen| {
+                        self.metrics
+                            .acks
+                            .get_or_create(&AckLabels {
+                                desk: name.clone(),
+                                outcome: seen.outcome.as_str(),
+                            })
+                            .inc();
+                        if let Some(latency) = seen.latency {
+                            self.metrics.publish_to_ack.observe(latency.as_secs_f64());
+                        }
+                        tracing::debug!(desk = %name, outcome = %seen.outcome, "ack received");
+                    })
+            }
+            _ => {
+                tracing::debug!(topic, "ignoring a message on an unexpected topic");
+                Ok(())
+            }
+        };
+        self.metrics
+            .desks_online
+            .set(gauge_value(fleet.desks_online()));
+        self.metrics
+            .desks_known
+            .set(gauge_value(fleet.desks_known()));
+        drop(fleet);
+        if let Err(ignored) = result {
+            self.metrics.desk_message_ignored(ignored.as_str());
+            tracing::warn!(topic, reason = ignored.as_str(), "ignoring a desk message");
+        }
+    }
+
+    async fn disconnect(mut self) {
+        self.inflight.fail_all(PublishError::Stopped);
+        if !self.is_connected {
+            return;
+        }
+        if self.client.try_disconnect().is_err() {
+            return;
+        }
+        let clean = tokio::time::timeout(DISCONNECT_TIMEOUT, async {
+            loop {
+                match self.event_loop.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        self.connected.send_replace(false);
+        self.metrics.mqtt_connected.set(0);
+        match clean {
+            Ok(()) => tracing::info!("disconnected from the MQTT broker"),
+            Err(_) => tracing::warn!("the MQTT broker did not take the DISCONNECT in time"),
+        }
+    }
+}
+
+/// Hands a publish to rumqttc, or parks it while disconnected.
+fn submit(
+    command: PublishCommand,
+    connected: bool,
+    client: &AsyncClient,
+    inflight: &mut Inflight,
+    fleet: &Mutex<Fleet>,
+) {
+    // The HTTP request already gave up (and answered 503): publishing now would only surprise.
+    if command.reply.is_closed() {
+        return;
+    }
+    if !connected {
+        if inflight.parked.len() >= MAX_PARKED {
+            inflight.parked.retain(|c| !c.reply.is_closed());
+        }
+        if inflight.parked.len() >= MAX_PARKED {
+            let _ = command.reply.send(Err(PublishError::QueueFull));
+        } else {
+            inflight.parked.push_back(command);
+        }
+        return;
+    }
+    let PublishCommand { outgoing, reply } = command;
+    let OutgoingBonk { topic, bonk } = outgoing;
+    match client.try_publish(topic.clone(), QoS::AtLeastOnce, false, bonk.to_json()) {
+        Ok(()) => {
+            lock(fleet).record_publish(
+                bonk.id.clone(),
+                PublishedBonk {
+                    at: Utc::now(),
+                    instant: std::time::Instant::now(),
+                    topic,
+                    namespace: bonk.namespace.clone(),
+                    severity: bonk.severity,
+                    source: bonk.source,
+                },
+            );
+            inflight.unsent.push_back(Waiter { id: bonk.id, reply });
+        }
+        Err(_) => {
+            let _ = reply.send(Err(PublishError::QueueFull));
+        }
+    }
+}
+
+/// Locks the fleet; a panic elsewhere while holding it leaves data that is still worth serving.
+pub(crate) fn lock(fleet: &Mutex<Fleet>) -> std::sync::MutexGuard<'_, Fleet> {
+    fleet.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn gauge_value(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}

@@ -57,8 +57,8 @@ impl Hierarchy {
         if v1.join("memory.oom_control").is_file() {
             return Ok(Hierarchy::V1 { root: v1 });
         }
-        let controllers = std::fs::read_to_string(cgroup_root.join("cgroup.controllers"))
-            .unwrap_or_default();
+        let controllers =
+            std::fs::read_to_string(cgroup_root.join("cgroup.controllers")).unwrap_or_default();
         if controllers.split_whitespace().any(|c| c == "memory") {
             return Ok(Hierarchy::V2 {
                 root: cgroup_root.to_owned(),
@@ -106,14 +106,19 @@ impl Counters {
         while let Some((directory, relative)) = stack.pop() {
             match hierarchy {
                 Hierarchy::V1 { .. } => {
-                    if let Some(count) = read_key(&directory.join("memory.oom_control"), "oom_kill") {
+                    if let Some(count) = read_key(&directory.join("memory.oom_control"), "oom_kill")
+                    {
                         counters.counts.insert(relative.clone(), count);
                     }
                 }
                 Hierarchy::V2 { .. } => {
-                    if let Some(count) = read_key(&directory.join("memory.events.local"), "oom_kill") {
+                    if let Some(count) =
+                        read_key(&directory.join("memory.events.local"), "oom_kill")
+                    {
                         counters.counts.insert(relative.clone(), count);
-                    } else if let Some(count) = read_key(&directory.join("memory.events"), "oom_kill") {
+                    } else if let Some(count) =
+                        read_key(&directory.join("memory.events"), "oom_kill")
+                    {
                         counters.counts.insert(relative.clone(), count);
                         counters.hierarchical = true;
                     }
@@ -226,7 +231,8 @@ pub fn is_within(path: &str, ancestor: &str) -> bool {
     if ancestor == "/" || path == ancestor {
         return true;
     }
-    path.strip_prefix(ancestor).is_some_and(|r| r.starts_with('/'))
+    path.strip_prefix(ancestor)
+        .is_some_and(|r| r.starts_with('/'))
 }
 
 #[derive(Debug, Clone)]
@@ -368,8 +374,16 @@ mod tests {
         assert_eq!(
             increases,
             [
-                CounterIncrease { path: "/a".into(), kills: 2, counter: 7 },
-                CounterIncrease { path: "/b".into(), kills: 1, counter: 1 },
+                CounterIncrease {
+                    path: "/a".into(),
+                    kills: 2,
+                    counter: 7
+                },
+                CounterIncrease {
+                    path: "/b".into(),
+                    kills: 1,
+                    counter: 1
+                },
             ]
         );
     }
@@ -379,10 +393,24 @@ mod tests {
         let mut tracker = CounterTracker::new();
         tracker.observe(counters(&[("/k", 0), ("/k/p", 0), ("/k/p/c", 0)], true));
         let increases = tracker.observe(counters(&[("/k", 1), ("/k/p", 1), ("/k/p/c", 1)], true));
-        assert_eq!(increases, [CounterIncrease { path: "/k/p/c".into(), kills: 1, counter: 1 }]);
+        assert_eq!(
+            increases,
+            [CounterIncrease {
+                path: "/k/p/c".into(),
+                kills: 1,
+                counter: 1
+            }]
+        );
         // The container cgroup vanished: the pod counted the kill.
         let increases = tracker.observe(counters(&[("/k", 2), ("/k/p", 2)], true));
-        assert_eq!(increases, [CounterIncrease { path: "/k/p".into(), kills: 1, counter: 2 }]);
+        assert_eq!(
+            increases,
+            [CounterIncrease {
+                path: "/k/p".into(),
+                kills: 1,
+                counter: 2
+            }]
+        );
     }
 
     #[test]
@@ -398,7 +426,11 @@ mod tests {
         let now = Instant::now();
         let mut ledger = Ledger::new(Duration::from_secs(60), 100);
         ledger.kernel_kill("/k/p/c", false, now);
-        let increase = CounterIncrease { path: "/k/p/c".into(), kills: 2, counter: 2 };
+        let increase = CounterIncrease {
+            path: "/k/p/c".into(),
+            kills: 2,
+            counter: 2,
+        };
         assert_eq!(ledger.settle(&increase), 1);
         ledger.add_debit("/k/p/c", 2, now);
         ledger.kernel_kill("/k/p/c", false, now);
@@ -410,9 +442,14 @@ mod tests {
         let start = Instant::now();
         let mut ledger = Ledger::new(Duration::from_secs(60), 100);
         ledger.add_debit("/x", 1, start);
-        assert!(ledger.take_expired_debits(Duration::from_secs(2), start).is_empty());
+        assert!(
+            ledger
+                .take_expired_debits(Duration::from_secs(2), start)
+                .is_empty()
+        );
         assert_eq!(ledger.oldest_debit(), Some(start));
-        let expired = ledger.take_expired_debits(Duration::from_secs(2), start + Duration::from_secs(2));
+        let expired =
+            ledger.take_expired_debits(Duration::from_secs(2), start + Duration::from_secs(2));
         assert_eq!(expired.len(), 1);
         assert_eq!(ledger.oldest_debit(), None);
     }
@@ -422,10 +459,31 @@ mod tests {
         let now = Instant::now();
         let mut ledger = Ledger::new(Duration::from_secs(60), 100);
         ledger.kernel_kill("/g", true, now);
-        assert_eq!(ledger.settle(&CounterIncrease { path: "/g/sub".into(), kills: 1, counter: 1 }), 0);
+        assert_eq!(
+            ledger.settle(&CounterIncrease {
+                path: "/g/sub".into(),
+                kills: 1,
+                counter: 1
+            }),
+            0
+        );
         ledger.kernel_kill("/p/c", false, now);
-        assert_eq!(ledger.settle(&CounterIncrease { path: "/p".into(), kills: 1, counter: 9 }), 0);
-        assert_eq!(ledger.settle(&CounterIncrease { path: "/q".into(), kills: 1, counter: 1 }), 1);
+        assert_eq!(
+            ledger.settle(&CounterIncrease {
+                path: "/p".into(),
+                kills: 1,
+                counter: 9
+            }),
+            0
+        );
+        assert_eq!(
+            ledger.settle(&CounterIncrease {
+                path: "/q".into(),
+                kills: 1,
+                counter: 1
+            }),
+            1
+        );
     }
 
     #[test]

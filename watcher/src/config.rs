@@ -202,10 +202,9 @@ impl WatcherSettings {
     /// Checks every setting and resolves defaults that depend on the machine (the host name, the
     /// in-cluster API address).
     pub fn validate(self) -> Result<WatcherConfig, ConfigError> {
-        let listen: SocketAddr = self
-            .listen
-            .parse()
-            .map_err(|e| ConfigError(format!("listen {:?}: {e}; expected ADDR:PORT", self.listen)))?;
+        let listen: SocketAddr = self.listen.parse().map_err(|e| {
+            ConfigError(format!("listen {:?}: {e}; expected ADDR:PORT", self.listen))
+        })?;
         let node_name = match self.node_name.filter(|n| !n.trim().is_empty()) {
             Some(name) => name.trim().to_owned(),
             None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -220,8 +219,7 @@ impl WatcherSettings {
                     )
                 })?,
         };
-        let prefix =
-            Prefix::new(self.prefix).map_err(|e| ConfigError(format!("prefix: {e}")))?;
+        let prefix = Prefix::new(self.prefix).map_err(|e| ConfigError(format!("prefix: {e}")))?;
         let cluster = self
             .cluster
             .map(Cluster::new)
@@ -259,7 +257,9 @@ impl WatcherSettings {
             })
         };
         if self.max_queued_bonks == 0 {
-            return Err(ConfigError("max_queued_bonks must be at least 1".to_owned()));
+            return Err(ConfigError(
+                "max_queued_bonks must be at least 1".to_owned(),
+            ));
         }
         Ok(WatcherConfig {
             listen,
@@ -304,14 +304,41 @@ mod tests {
         }
         .validate()
         .expect("defaults");
-        assert_eq!(config.cgroup_scan_interval, Some(Duration::from_millis(500)));
+        assert_eq!(
+            config.cgroup_scan_interval,
+            Some(Duration::from_millis(500))
+        );
         assert!(config.kube_api.is_none());
 
         for (settings, needle) in [
-            (WatcherSettings { listen: "nope".into(), ..Default::default() }, "listen"),
-            (WatcherSettings { prefix: "a/#".into(), ..Default::default() }, "prefix"),
-            (WatcherSettings { default_namespace: "Bad_NS".into(), ..Default::default() }, "default_namespace"),
-            (WatcherSettings { kube_api_url: Some("ftp://x".into()), ..Default::default() }, "kube_api_url"),
+            (
+                WatcherSettings {
+                    listen: "nope".into(),
+                    ..Default::default()
+                },
+                "listen",
+            ),
+            (
+                WatcherSettings {
+                    prefix: "a/#".into(),
+                    ..Default::default()
+                },
+                "prefix",
+            ),
+            (
+                WatcherSettings {
+                    default_namespace: "Bad_NS".into(),
+                    ..Default::default()
+                },
+                "default_namespace",
+            ),
+            (
+                WatcherSettings {
+                    kube_api_url: Some("ftp://x".into()),
+                    ..Default::default()
+                },
+                "kube_api_url",
+            ),
         ] {
             let error = settings.validate().expect_err(needle).to_string();
             assert!(error.contains(needle), "{error}");

@@ -163,21 +163,45 @@ mod tests {
         assert_eq!(identity.pod_uid.as_deref(), Some(UID), "{path}");
         assert_eq!(identity.qos, Some(qos), "{path}");
         assert_eq!(identity.runtime, runtime, "{path}");
-        assert_eq!(identity.container_id.as_deref(), container.then_some(ID), "{path}");
+        assert_eq!(
+            identity.container_id.as_deref(),
+            container.then_some(ID),
+            "{path}"
+        );
     }
 
     #[test]
     fn cgroupfs_layouts() {
-        check(&format!("/kubepods/pod{UID}/{ID}"), QosClass::Guaranteed, None, true);
-        check(&format!("/kubepods/burstable/pod{UID}/{ID}"), QosClass::Burstable, None, true);
-        check(&format!("/kubepods/besteffort/pod{UID}/{ID}"), QosClass::BestEffort, None, true);
+        check(
+            &format!("/kubepods/pod{UID}/{ID}"),
+            QosClass::Guaranteed,
+            None,
+            true,
+        );
+        check(
+            &format!("/kubepods/burstable/pod{UID}/{ID}"),
+            QosClass::Burstable,
+            None,
+            true,
+        );
+        check(
+            &format!("/kubepods/besteffort/pod{UID}/{ID}"),
+            QosClass::BestEffort,
+            None,
+            true,
+        );
         check(
             &format!("/kubepods/burstable/pod{UID}/crio-{ID}"),
             QosClass::Burstable,
             Some(Runtime::CriO),
             true,
         );
-        check(&format!("/kubepods/burstable/pod{UID}"), QosClass::Burstable, None, false);
+        check(
+            &format!("/kubepods/burstable/pod{UID}"),
+            QosClass::Burstable,
+            None,
+            false,
+        );
     }
 
     #[test]
@@ -210,18 +234,27 @@ mod tests {
     #[test]
     fn nested_nodes_and_test_roots() {
         check(
-            &format!("/lxc.payload.x/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope"),
+            &format!(
+                "/lxc.payload.x/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope"
+            ),
             QosClass::Burstable,
             Some(Runtime::Containerd),
             true,
         );
         check(
-            &format!("/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope"),
+            &format!(
+                "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope"
+            ),
             QosClass::BestEffort,
             Some(Runtime::Containerd),
             true,
         );
-        check(&format!("/some-root/kubepods/pod{UID}/{ID}"), QosClass::Guaranteed, None, true);
+        check(
+            &format!("/some-root/kubepods/pod{UID}/{ID}"),
+            QosClass::Guaranteed,
+            None,
+            true,
+        );
     }
 
     #[test]

@@ -255,7 +255,8 @@ pub fn read_boot_id(path: &Path) -> io::Result<String> {
 /// Now, on the clock kernel log timestamps use (`CLOCK_MONOTONIC`), in microseconds.
 pub fn monotonic_now_us() -> u64 {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0) / 1_000
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000
+        + u64::try_from(now.tv_nsec).unwrap_or(0) / 1_000
 }
 
 /// The wall-clock time of a kernel timestamp, given the monotonic and wall clocks now.
@@ -308,7 +309,14 @@ mod tests {
 
     #[test]
     fn malformed_records_are_errors_not_panics() {
-        for bad in [&b""[..], b"no header", b"x,1,2,-;m", b"3,x,2,-;m", b"3,1,y,-;m", b"\xff;"] {
+        for bad in [
+            &b""[..],
+            b"no header",
+            b"x,1,2,-;m",
+            b"3,x,2,-;m",
+            b"3,1,y,-;m",
+            b"\xff;",
+        ] {
             assert!(parse_record(bad).is_err(), "{bad:?}");
         }
     }

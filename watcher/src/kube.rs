@@ -354,9 +354,18 @@ mod tests {
         let list: PodList = serde_json::from_value(json).expect("parses");
         let entries: Vec<PodEntry> = list.items.into_iter().map(PodEntry::from).collect();
         assert_eq!(entries[0].uid, "ab-cd");
-        assert_eq!(entries[0].containers.get("aaaa").map(String::as_str), Some("app"));
-        assert_eq!(entries[0].containers.get("bbbb").map(String::as_str), Some("app"));
-        assert_eq!(entries[0].containers.get("cccc").map(String::as_str), Some("init"));
+        assert_eq!(
+            entries[0].containers.get("aaaa").map(String::as_str),
+            Some("app")
+        );
+        assert_eq!(
+            entries[0].containers.get("bbbb").map(String::as_str),
+            Some("app")
+        );
+        assert_eq!(
+            entries[0].containers.get("cccc").map(String::as_str),
+            Some("init")
+        );
         assert_eq!(entries[0].containers.len(), 3);
         assert!(entries[1].containers.is_empty());
     }

@@ -21,7 +21,10 @@ async fn main() -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(error) => {
-            eprintln!("bonker-watcher: cannot listen on {}: {error}", config.listen);
+            eprintln!(
+                "bonker-watcher: cannot listen on {}: {error}",
+                config.listen
+            );
             return ExitCode::from(2);
         }
     };

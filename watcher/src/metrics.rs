@@ -144,9 +144,9 @@ impl Metrics {
             "Counted OOM kills still waiting for their kernel log line",
             unexplained_counter_kills.clone(),
         );
-        let detection_delay_seconds = Histogram::new(
-            [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].into_iter(),
-        );
+        let detection_delay_seconds = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
         registry.register(
             "detection_delay_seconds",
             "Seconds from the kernel's timestamp of an OOM kill to its bonk being published",
@@ -220,7 +220,13 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("bonker_watcher_parse_failures_total 1"), "{text}");
-        assert!(text.contains("bonker_watcher_kernel_log_readable 0"), "{text}");
+        assert!(
+            text.contains("bonker_watcher_parse_failures_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bonker_watcher_kernel_log_readable 0"),
+            "{text}"
+        );
     }
 }

@@ -130,8 +130,10 @@ pub fn parse_line(message: &str) -> Option<Result<OomLine, ParseError>> {
         // `Killed process` opens the line, or follows the `context: ` prefix.
         let prefix = &message[..position];
         if prefix.is_empty() || prefix.ends_with(": ") {
-            return Some(parse_killed(prefix, &message[position + KILLED_MARKER.len()..], message)
-                .map(OomLine::Killed));
+            return Some(
+                parse_killed(prefix, &message[position + KILLED_MARKER.len()..], message)
+                    .map(OomLine::Killed),
+            );
         }
         return None;
     }
@@ -189,7 +191,9 @@ fn parse_summary(rest: &str, line: &str) -> Result<OomSummary, ParseError> {
     // `task=` follows `task_memcg=…` when there is one; a cgroup path is written by the kubelet
     // or the runtime, while the task name is chosen by the (possibly hostile) workload, so the
     // first `,task=` after the memcg path is the right one.
-    let search_from = before.find("task_memcg=").map_or(0, |i| i + "task_memcg=".len());
+    let search_from = before
+        .find("task_memcg=")
+        .map_or(0, |i| i + "task_memcg=".len());
     let task_at = before[search_from..]
         .find(",task=")
         .map(|i| i + search_from)
@@ -251,9 +255,7 @@ fn parse_summary(rest: &str, line: &str) -> Result<OomSummary, ParseError> {
         }
     }
     finish(current.take(), &mut summary);
-    if summary.oom_memcg.is_none()
-        && summary.constraint.as_deref() == Some("CONSTRAINT_NONE")
-    {
+    if summary.oom_memcg.is_none() && summary.constraint.as_deref() == Some("CONSTRAINT_NONE") {
         summary.global = true;
     }
     Ok(summary)
@@ -328,11 +330,10 @@ fn parse_killed(prefix: &str, rest: &str, line: &str) -> Result<KilledProcess, P
             "shmem-rss" => killed.shmem_rss_kb = Some(kilobytes()?),
             "pgtables" => killed.pgtables_kb = Some(kilobytes()?),
             "UID" => {
-                killed.uid = Some(
-                    number
-                        .parse()
-                        .map_err(|_| parse_error(format!("UID {value:?} is not a number"), line))?,
-                );
+                killed.uid =
+                    Some(number.parse().map_err(|_| {
+                        parse_error(format!("UID {value:?} is not a number"), line)
+                    })?);
             }
             "oom_score_adj" => {
                 killed.oom_score_adj = Some(number.parse().map_err(|_| {
@@ -446,7 +447,8 @@ impl OomAssembler {
                 self.group = Some(memcg);
             }
             Some(Ok(OomLine::Killed(killed))) => {
-                let rss_kb = killed.anon_rss_kb + killed.file_rss_kb + killed.shmem_rss_kb.unwrap_or(0);
+                let rss_kb =
+                    killed.anon_rss_kb + killed.file_rss_kb + killed.shmem_rss_kb.unwrap_or(0);
                 let global_context = killed
                     .context
                     .as_deref()
@@ -522,41 +524,69 @@ mod tests {
 
     #[test]
     fn kill_lines_of_every_generation() {
-        let k = killed("Killed process 28438 (java) total-vm:20255636kB, anon-rss:466160kB, file-rss:13684kB");
+        let k = killed(
+            "Killed process 28438 (java) total-vm:20255636kB, anon-rss:466160kB, file-rss:13684kB",
+        );
         assert_eq!((k.pid, k.name.as_str(), k.context), (28438, "java", None));
-        assert_eq!((k.anon_rss_kb, k.file_rss_kb, k.shmem_rss_kb), (466_160, 13_684, None));
+        assert_eq!(
+            (k.anon_rss_kb, k.file_rss_kb, k.shmem_rss_kb),
+            (466_160, 13_684, None)
+        );
 
-        let k = killed("Killed process 387951 (runc:[2:INIT]) total-vm:477124kB, anon-rss:3000kB, file-rss:3896kB, shmem-rss:0kB");
+        let k = killed(
+            "Killed process 387951 (runc:[2:INIT]) total-vm:477124kB, anon-rss:3000kB, file-rss:3896kB, shmem-rss:0kB",
+        );
         assert_eq!(k.name, "runc:[2:INIT]");
         assert_eq!(k.shmem_rss_kb, Some(0));
 
-        let k = killed("Memory cgroup out of memory: Killed process 4321 (node) total-vm:1200000kB, anon-rss:500000kB, file-rss:20000kB, shmem-rss:0kB, UID:1000");
+        let k = killed(
+            "Memory cgroup out of memory: Killed process 4321 (node) total-vm:1200000kB, anon-rss:500000kB, file-rss:20000kB, shmem-rss:0kB, UID:1000",
+        );
         assert_eq!(k.context.as_deref(), Some("Memory cgroup out of memory"));
         assert_eq!(k.uid, Some(1000));
         assert_eq!(k.pgtables_kb, None);
 
-        let k = killed("Memory cgroup out of memory: Killed process 13192 (python3) total-vm:82132kB, anon-rss:65152kB, file-rss:6652kB, shmem-rss:0kB, UID:0 pgtables:192kB oom_score_adj:0");
-        assert_eq!((k.pgtables_kb, k.oom_score_adj, k.uid), (Some(192), Some(0), Some(0)));
+        let k = killed(
+            "Memory cgroup out of memory: Killed process 13192 (python3) total-vm:82132kB, anon-rss:65152kB, file-rss:6652kB, shmem-rss:0kB, UID:0 pgtables:192kB oom_score_adj:0",
+        );
+        assert_eq!(
+            (k.pgtables_kb, k.oom_score_adj, k.uid),
+            (Some(192), Some(0), Some(0))
+        );
 
-        let k = killed("Out of memory: Killed process 77 (my (odd) name) total-vm:10kB, anon-rss:1kB, file-rss:2kB, shmem-rss:3kB, UID:0 pgtables:4kB oom_score_adj:-998");
+        let k = killed(
+            "Out of memory: Killed process 77 (my (odd) name) total-vm:10kB, anon-rss:1kB, file-rss:2kB, shmem-rss:3kB, UID:0 pgtables:4kB oom_score_adj:-998",
+        );
         assert_eq!(k.name, "my (odd) name");
         assert_eq!(k.oom_score_adj, Some(-998));
     }
 
     #[test]
     fn summaries_with_bitmaps_global_ooms_and_odd_task_names() {
-        let s = summary("oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=cri-containerd-ec9e.scope,mems_allowed=0-1,3,oom_memcg=/kubepods.slice/a.slice,task_memcg=/kubepods.slice/a.slice/b.scope,task=pt_main_thread,pid=461754,uid=0");
+        let s = summary(
+            "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=cri-containerd-ec9e.scope,mems_allowed=0-1,3,oom_memcg=/kubepods.slice/a.slice,task_memcg=/kubepods.slice/a.slice/b.scope,task=pt_main_thread,pid=461754,uid=0",
+        );
         assert_eq!(s.constraint.as_deref(), Some("CONSTRAINT_MEMCG"));
         assert_eq!(s.oom_memcg.as_deref(), Some("/kubepods.slice/a.slice"));
-        assert_eq!(s.task_memcg.as_deref(), Some("/kubepods.slice/a.slice/b.scope"));
-        assert_eq!((s.task.as_str(), s.pid, s.uid, s.global), ("pt_main_thread", 461_754, Some(0), false));
+        assert_eq!(
+            s.task_memcg.as_deref(),
+            Some("/kubepods.slice/a.slice/b.scope")
+        );
+        assert_eq!(
+            (s.task.as_str(), s.pid, s.uid, s.global),
+            ("pt_main_thread", 461_754, Some(0), false)
+        );
 
-        let s = summary("oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/system.slice/x.service,task=x,pid=1,uid=0");
+        let s = summary(
+            "oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/system.slice/x.service,task=x,pid=1,uid=0",
+        );
         assert!(s.global);
         assert_eq!(s.oom_memcg, None);
         assert_eq!(s.task_memcg.as_deref(), Some("/system.slice/x.service"));
 
-        let s = summary("oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/a,task_memcg=/a,task=evil,task=x,pid=5,uid=7");
+        let s = summary(
+            "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/a,task_memcg=/a,task=evil,task=x,pid=5,uid=7",
+        );
         assert_eq!(s.task_memcg.as_deref(), Some("/a"));
         assert_eq!(s.task, "evil,task=x");
     }
@@ -564,13 +594,35 @@ mod tests {
     #[test]
     fn unrelated_and_broken_lines() {
         assert_eq!(parse_line("usb 1-1: new device"), None);
-        assert_eq!(parse_line("Memory cgroup out of memory: Kill process 62685 (bash) score 0 or sacrifice child"), None);
-        assert_eq!(parse_line("oom_reaper: reaped process 387951 (runc:[2:INIT]), now anon-rss:0kB, file-rss:0kB, shmem-rss:0kB"), None);
+        assert_eq!(
+            parse_line(
+                "Memory cgroup out of memory: Kill process 62685 (bash) score 0 or sacrifice child"
+            ),
+            None
+        );
+        assert_eq!(
+            parse_line(
+                "oom_reaper: reaped process 387951 (runc:[2:INIT]), now anon-rss:0kB, file-rss:0kB, shmem-rss:0kB"
+            ),
+            None
+        );
         assert_eq!(parse_line("audit: comm=\"x\" msg='Killed process'"), None);
-        assert!(matches!(parse_line("oom-kill:constraint=CONSTRAINT_MEMCG"), Some(Err(_))));
-        assert!(matches!(parse_line("Memory cgroup out of memory: Killed process x (y) total-vm:1kB"), Some(Err(_))));
-        assert!(matches!(parse_line("Killed process 1 (y) total-vm:1kB, anon-rss:zkB, file-rss:1kB"), Some(Err(_))));
-        assert!(matches!(parse_line("Killed process 1 (y) total-vm:1kB"), Some(Err(_))));
+        assert!(matches!(
+            parse_line("oom-kill:constraint=CONSTRAINT_MEMCG"),
+            Some(Err(_))
+        ));
+        assert!(matches!(
+            parse_line("Memory cgroup out of memory: Killed process x (y) total-vm:1kB"),
+            Some(Err(_))
+        ));
+        assert!(matches!(
+            parse_line("Killed process 1 (y) total-vm:1kB, anon-rss:zkB, file-rss:1kB"),
+            Some(Err(_))
+        ));
+        assert!(matches!(
+            parse_line("Killed process 1 (y) total-vm:1kB"),
+            Some(Err(_))
+        ));
     }
 
     #[test]
@@ -578,12 +630,30 @@ mod tests {
         let mut assembler = OomAssembler::new();
         assembler.push(1, 10, "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/g,task_memcg=/g/c,task=a,pid=10,uid=0");
         let first = assembler.push(2, 11, "Memory cgroup out of memory: Killed process 10 (a) total-vm:1kB, anon-rss:1kB, file-rss:1kB, shmem-rss:0kB, UID:0 pgtables:1kB oom_score_adj:0");
-        assert!(assembler.push(3, 12, "Tasks in /g are going to be killed due to memory.oom.group set").is_empty());
+        assert!(
+            assembler
+                .push(
+                    3,
+                    12,
+                    "Tasks in /g are going to be killed due to memory.oom.group set"
+                )
+                .is_empty()
+        );
         let second = assembler.push(4, 13, "Memory cgroup out of memory: Killed process 11 (b) total-vm:1kB, anon-rss:1kB, file-rss:1kB, shmem-rss:0kB, UID:0 pgtables:1kB oom_score_adj:0");
-        let [Assembled::Kill(first)] = first.as_slice() else { panic!("{first:?}") };
-        let [Assembled::Kill(second)] = second.as_slice() else { panic!("{second:?}") };
-        assert_eq!((first.task_memcg.as_deref(), first.group_member), (Some("/g/c"), false));
-        assert_eq!((second.task_memcg.as_deref(), second.group_member), (Some("/g"), true));
+        let [Assembled::Kill(first)] = first.as_slice() else {
+            panic!("{first:?}")
+        };
+        let [Assembled::Kill(second)] = second.as_slice() else {
+            panic!("{second:?}")
+        };
+        assert_eq!(
+            (first.task_memcg.as_deref(), first.group_member),
+            (Some("/g/c"), false)
+        );
+        assert_eq!(
+            (second.task_memcg.as_deref(), second.group_member),
+            (Some("/g"), true)
+        );
         assert!(second.memcg_is_ancestor);
     }
 
@@ -592,8 +662,14 @@ mod tests {
         let mut assembler = OomAssembler::new();
         assembler.push(7, 70, "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/a,task_memcg=/a,task=x,pid=9,uid=0");
         assert!(assembler.has_pending());
-        let next = assembler.push(8, 80, "y invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0");
-        let [Assembled::Kill(kill)] = next.as_slice() else { panic!("{next:?}") };
+        let next = assembler.push(
+            8,
+            80,
+            "y invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0",
+        );
+        let [Assembled::Kill(kill)] = next.as_slice() else {
+            panic!("{next:?}")
+        };
         assert_eq!((kill.seq, kill.pid, kill.rss_kb), (7, 9, None));
         assert!(!assembler.has_pending());
         assert_eq!(assembler.flush(), None);
@@ -603,7 +679,9 @@ mod tests {
     fn a_kill_line_alone_has_no_cgroup() {
         let mut assembler = OomAssembler::new();
         let out = assembler.push(5, 50, "Memory cgroup out of memory: Killed process 3 (z) total-vm:1kB, anon-rss:1kB, file-rss:1kB, shmem-rss:0kB");
-        let [Assembled::Kill(kill)] = out.as_slice() else { panic!("{out:?}") };
+        let [Assembled::Kill(kill)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
         assert_eq!(kill.task_memcg, None);
         assert_eq!(kill.rss_kb, Some(2));
     }

@@ -84,7 +84,10 @@ impl BonkPublisher {
         let _ = self.client.try_disconnect();
         let stop = self.stop.clone();
         let mut event_loop = self.event_loop;
-        if tokio::time::timeout(DRAIN_TIMEOUT, &mut event_loop).await.is_err() {
+        if tokio::time::timeout(DRAIN_TIMEOUT, &mut event_loop)
+            .await
+            .is_err()
+        {
             stop.cancel();
             let _ = event_loop.await;
         }
@@ -109,7 +112,10 @@ async fn drive(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff.reset();
                 metrics.mqtt_connected.set(1);
-                tracing::info!(session_present = ack.session_present, "connected to the MQTT broker");
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "connected to the MQTT broker"
+                );
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
             Ok(_) => {}

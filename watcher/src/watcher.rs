@@ -86,8 +86,9 @@ impl Watcher {
     /// hierarchy, builds the Kubernetes client and starts the MQTT client.
     pub fn new(config: WatcherConfig, metrics: Metrics) -> anyhow::Result<Watcher> {
         use anyhow::Context as _;
-        let boot_id = kmsg::read_boot_id(&config.boot_id_file)
-            .with_context(|| format!("reading the boot id from {}", config.boot_id_file.display()))?;
+        let boot_id = kmsg::read_boot_id(&config.boot_id_file).with_context(|| {
+            format!("reading the boot id from {}", config.boot_id_file.display())
+        })?;
         let state_file = config.state_file.clone().map(StateFile::new);
         let resume = match state_file.as_ref().map(StateFile::load).transpose() {
             Ok(point) => point.flatten(),
@@ -112,7 +113,9 @@ impl Watcher {
         let api = match &config.kube_api {
             Some(settings) => Some(KubeApi::new(settings, &config.node_name)?),
             None => {
-                tracing::warn!("no Kubernetes API configured (not in a cluster and no --kube-api-url): kills are reported by cgroup path, without pod names");
+                tracing::warn!(
+                    "no Kubernetes API configured (not in a cluster and no --kube-api-url): kills are reported by cgroup path, without pod names"
+                );
                 None
             }
         };
@@ -148,8 +151,12 @@ impl Watcher {
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         if self.directory.has_api() {
             match self.directory.refresh().await {
-                Ok(pods) => tracing::info!(pods, node = %self.config.node_name, "listed this node's pods"),
-                Err(error) => tracing::warn!(%error, "cannot list this node's pods yet; will retry on the first kill"),
+                Ok(pods) => {
+                    tracing::info!(pods, node = %self.config.node_name, "listed this node's pods")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot list this node's pods yet; will retry on the first kill")
+                }
             }
         }
         // The counters' baseline comes first, so kills found later in the kernel log's history
@@ -189,7 +196,10 @@ impl Watcher {
                 self.config.cgroup_root.display()
             );
         }
-        let scan_interval = self.config.cgroup_scan_interval.unwrap_or(Duration::from_secs(3600));
+        let scan_interval = self
+            .config
+            .cgroup_scan_interval
+            .unwrap_or(Duration::from_secs(3600));
         let mut scan = tokio::time::interval(scan_interval);
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         scan.tick().await;
@@ -230,7 +240,9 @@ impl Watcher {
             KmsgRead::Record(record) => record,
             KmsgRead::Overrun => {
                 self.metrics.kmsg_overruns.inc();
-                tracing::warn!("kernel log records were overwritten before they could be read; the cgroup counters account for lost kills");
+                tracing::warn!(
+                    "kernel log records were overwritten before they could be read; the cgroup counters account for lost kills"
+                );
                 return;
             }
             KmsgRead::Malformed(error) => {
@@ -297,7 +309,8 @@ impl Watcher {
         }
         if kill.task_memcg.is_none() && self.hierarchy.is_some() && !before_baseline {
             // The counters will say where it happened, within one reading.
-            let wait = self.config.cgroup_scan_interval.unwrap_or_default() * 2 + Duration::from_millis(200);
+            let wait = self.config.cgroup_scan_interval.unwrap_or_default() * 2
+                + Duration::from_millis(200);
             if self.awaiting.len() >= MAX_AWAITING
                 && let Some((oldest, _)) = self.awaiting.pop_front()
             {
@@ -313,7 +326,12 @@ impl Watcher {
         let fired_at = kmsg::wall_time_of(kill.timestamp_us, kmsg::monotonic_now_us(), Utc::now());
         let seq = kill.seq;
         let report = KillReport {
-            id: BonkId::stable(&["watcher", &self.config.node_name, &self.boot_id, &seq.to_string()]),
+            id: BonkId::stable(&[
+                "watcher",
+                &self.config.node_name,
+                &self.boot_id,
+                &seq.to_string(),
+            ]),
             process: Some(kill.process),
             pid: Some(kill.pid),
             cgroup: kill.task_memcg,
@@ -410,7 +428,10 @@ impl Watcher {
             None => None,
         };
         let labels = KillLabels {
-            namespace: names.as_ref().map(|n| n.namespace.clone()).unwrap_or_default(),
+            namespace: names
+                .as_ref()
+                .map(|n| n.namespace.clone())
+                .unwrap_or_default(),
             pod: names.as_ref().map(|n| n.pod.clone()).unwrap_or_default(),
             container: names
                 .as_ref()
@@ -471,7 +492,12 @@ impl Watcher {
         }
     }
 
-    fn summary(&self, report: &KillReport, identity: &CgroupIdentity, names: Option<&PodNames>) -> String {
+    fn summary(
+        &self,
+        report: &KillReport,
+        identity: &CgroupIdentity,
+        names: Option<&PodNames>,
+    ) -> String {
         let who = match (&report.process, report.pid) {
             (Some(process), Some(pid)) => format!("{process} (pid {pid})"),
             (Some(process), None) => process.clone(),
@@ -530,7 +556,6 @@ impl Watcher {
             tracing::warn!(%error, path = %file.path().display(), "cannot save the resume point");
         }
     }
-
 }
 
 async fn next_read(log: &mut Option<KernelLog>) -> std::io::Result<KmsgRead> {

@@ -16,8 +16,10 @@ fn fixture(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name);
-    String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .into_owned()
+    String::from_utf8_lossy(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .into_owned()
 }
 
 /// Runs a fixture through the assembler; returns the kills and the number of parse failures.
@@ -81,7 +83,10 @@ fn kernel_6_18_cgroup_v1_systemd_driver_containerd_burstable() {
     let limit = identify(kill.oom_memcg.as_deref().expect("oom_memcg"));
     assert_eq!(limit.container_id, None);
     let victim = identify(kill.task_memcg.as_deref().expect("task_memcg"));
-    assert_eq!(victim.pod_uid.as_deref(), Some("3f0e5a1c-7b2d-4c8e-9a61-2d4b8c7e9f10"));
+    assert_eq!(
+        victim.pod_uid.as_deref(),
+        Some("3f0e5a1c-7b2d-4c8e-9a61-2d4b8c7e9f10")
+    );
     assert_eq!(victim.qos, Some(QosClass::Burstable));
     assert_eq!(victim.runtime, Some(Runtime::Containerd));
     assert_eq!(
@@ -94,7 +99,10 @@ fn kernel_6_18_cgroup_v1_systemd_driver_containerd_burstable() {
 fn kernel_6_18_cgroup_v1_cgroupfs_driver_guaranteed() {
     let kill = only_kill("linux-6.18-v1-cgroupfs-guaranteed.kmsg");
     let victim = identify(kill.task_memcg.as_deref().expect("task_memcg"));
-    assert_eq!(victim.pod_uid.as_deref(), Some("9b2c4d6e-1a3f-4b5c-8d7e-0f1a2b3c4d5e"));
+    assert_eq!(
+        victim.pod_uid.as_deref(),
+        Some("9b2c4d6e-1a3f-4b5c-8d7e-0f1a2b3c4d5e")
+    );
     assert_eq!(victim.qos, Some(QosClass::Guaranteed));
     assert_eq!(victim.runtime, None);
     assert_eq!(
@@ -107,8 +115,15 @@ fn kernel_6_18_cgroup_v1_cgroupfs_driver_guaranteed() {
 fn kernel_6_18_cgroup_v1_crio_besteffort_with_a_container_subgroup() {
     let kill = only_kill("linux-6.18-v1-systemd-crio-besteffort-subgroup.kmsg");
     let victim = identify(kill.task_memcg.as_deref().expect("task_memcg"));
-    assert!(kill.task_memcg.as_deref().is_some_and(|p| p.ends_with("/container")));
-    assert_eq!(victim.pod_uid.as_deref(), Some("77aa88bb-99cc-4dde-8eff-001122334455"));
+    assert!(
+        kill.task_memcg
+            .as_deref()
+            .is_some_and(|p| p.ends_with("/container"))
+    );
+    assert_eq!(
+        victim.pod_uid.as_deref(),
+        Some("77aa88bb-99cc-4dde-8eff-001122334455")
+    );
     assert_eq!(victim.qos, Some(QosClass::BestEffort));
     assert_eq!(victim.runtime, Some(Runtime::CriO));
     assert_eq!(
@@ -123,7 +138,10 @@ fn kernel_3_10_legacy_task_in_line_and_no_shmem() {
     assert_eq!((kill.pid, kill.process.as_str()), (28438, "java"));
     assert_eq!(kill.rss_kb, Some(466_160 + 13_684));
     let victim = identify(kill.task_memcg.as_deref().expect("from the Task in line"));
-    assert_eq!(victim.pod_uid.as_deref(), Some("95387fa4-da9c-11e7-9d36-5254b24cbf5e"));
+    assert_eq!(
+        victim.pod_uid.as_deref(),
+        Some("95387fa4-da9c-11e7-9d36-5254b24cbf5e")
+    );
     assert_eq!(victim.qos, Some(QosClass::Guaranteed));
 }
 
@@ -132,14 +150,20 @@ fn kernel_4_x_sacrifice_child_reports_the_child() {
     let kill = only_kill("linux-4.15-cgroupfs-docker-sacrifice-child.txt");
     assert_eq!((kill.pid, kill.process.as_str()), (62769, "cp"));
     let victim = identify(kill.task_memcg.as_deref().expect("task_memcg"));
-    assert_eq!(victim.pod_uid.as_deref(), Some("951f6bc5-c5a5-11ea-8707-80e455f266a2"));
+    assert_eq!(
+        victim.pod_uid.as_deref(),
+        Some("951f6bc5-c5a5-11ea-8707-80e455f266a2")
+    );
 }
 
 #[test]
 fn kernel_4_x_systemd_driver_with_docker() {
     let kill = only_kill("linux-4.x-systemd-docker-burstable.txt");
     let victim = identify(kill.task_memcg.as_deref().expect("task_memcg"));
-    assert_eq!(victim.pod_uid.as_deref(), Some("0330b2c1-a15b-4cdd-b5e5-72d4a90bee82"));
+    assert_eq!(
+        victim.pod_uid.as_deref(),
+        Some("0330b2c1-a15b-4cdd-b5e5-72d4a90bee82")
+    );
     assert_eq!(victim.runtime, Some(Runtime::Docker));
     assert_eq!(victim.qos, Some(QosClass::Burstable));
 }
@@ -147,7 +171,10 @@ fn kernel_4_x_systemd_driver_with_docker() {
 #[test]
 fn kernel_4_x_crio_runtime_init_with_an_odd_name() {
     let kill = only_kill("linux-4.18-crio-runc-init.txt");
-    assert_eq!((kill.pid, kill.process.as_str()), (387_951, "runc:[2:INIT]"));
+    assert_eq!(
+        (kill.pid, kill.process.as_str()),
+        (387_951, "runc:[2:INIT]")
+    );
     // No summary before 4.19 and no Task-in line in this excerpt: the counters must say where.
     assert_eq!(kill.task_memcg, None);
 }
@@ -164,9 +191,15 @@ fn distribution_kernels_that_print_the_uid_first() {
 #[test]
 fn kernel_5_x_cgroup_v2_nested_node_with_bitmap_mems() {
     let kill = only_kill("linux-5.15-v2-systemd-containerd-nested.txt");
-    assert_eq!((kill.pid, kill.process.as_str()), (461_754, "pt_main_thread"));
+    assert_eq!(
+        (kill.pid, kill.process.as_str()),
+        (461_754, "pt_main_thread")
+    );
     let victim = identify(kill.task_memcg.as_deref().expect("task_memcg"));
-    assert_eq!(victim.pod_uid.as_deref(), Some("eded8c65-6e8e-4c6e-a889-3e427565c740"));
+    assert_eq!(
+        victim.pod_uid.as_deref(),
+        Some("eded8c65-6e8e-4c6e-a889-3e427565c740")
+    );
     assert_eq!(victim.runtime, Some(Runtime::Containerd));
 }
 
@@ -180,10 +213,21 @@ fn kernel_6_x_oom_group_members_and_a_global_oom() {
         .collect();
     assert_eq!(
         summary,
-        [(4242, false, false), (4240, true, false), (4243, true, false), (999, false, true)]
+        [
+            (4242, false, false),
+            (4240, true, false),
+            (4243, true, false),
+            (999, false, true)
+        ]
     );
     let member = identify(kills[1].task_memcg.as_deref().expect("group cgroup"));
-    assert_eq!(member.pod_uid.as_deref(), Some("11111111-2222-3333-4444-555555555555"));
-    assert_eq!(kills[3].task_memcg.as_deref(), Some("/system.slice/legacy-batch.service"));
+    assert_eq!(
+        member.pod_uid.as_deref(),
+        Some("11111111-2222-3333-4444-555555555555")
+    );
+    assert_eq!(
+        kills[3].task_memcg.as_deref(),
+        Some("/system.slice/legacy-batch.service")
+    );
     assert!(!identify("/system.slice/legacy-batch.service").is_pod());
 }

@@ -4,6 +4,7 @@
 //! The CLI speaks only MQTT, like every desk: it works wherever a person can reach the broker.
 
 mod bonk;
+mod demo;
 mod fleet;
 mod session;
 mod tail;
@@ -46,6 +47,9 @@ struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a whole fleet in this process: broker, gateway and three desks with simulated
+    /// servos, showing every bonk and ack live
+    Demo(DemoArgs),
     /// Publish a bonk to a namespace or a desk and wait for the desks' acks
     Bonk(BonkArgs),
     /// Show every desk: online or offline, what it watches, its bonks and temperature
@@ -60,6 +64,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// MQTT port of the demo's broker
+    #[arg(long, default_value_t = 1883, value_name = "PORT")]
+    mqtt_port: u16,
+    /// HTTP port of the demo's gateway
+    #[arg(long, default_value_t = 9095, value_name = "PORT")]
+    http_port: u16,
+    /// Address the demo listens on (0.0.0.0 to let other machines bonk it)
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    address: std::net::IpAddr,
 }
 
 #[derive(Debug, Args)]
@@ -95,7 +112,8 @@ struct Settings {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    bonker_client::init_tracing_with_default("warn");
+    // rumqttd logs routine disconnects as errors; the embedded broker of `demo` stays quiet.
+    bonker_client::init_tracing_with_default("warn,rumqttd=off");
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -122,6 +140,14 @@ async fn run(cli: Cli) -> Result<()> {
     settings.mqtt.validate()?;
     let topics = Topics::new(settings.prefix.clone());
     match cli.command {
+        Command::Demo(args) => {
+            demo::run(demo::Ports {
+                address: args.address,
+                mqtt: args.mqtt_port,
+                http: args.http_port,
+            })
+            .await
+        }
         Command::Bonk(args) => {
             let target = match (args.namespace, args.desk) {
                 (_, Some(desk)) => bonk::Target::Desk(DeskId::new(desk)?),

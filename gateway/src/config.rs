@@ -189,6 +189,10 @@ pub struct Args {
     pub mqtt: MqttArgs,
 }
 
+/// `BONKER_` variables that are read elsewhere (logging), not settings: left out of the layers,
+/// where `deny_unknown_fields` would refuse them.
+const NOT_SETTINGS: [&str; 3] = ["BONKER_CONFIG", "BONKER_LOG", "BONKER_LOG_FORMAT"];
+
 /// The flags that map one-to-one onto top-level keys, as a config layer.
 #[derive(Serialize)]
 struct FlagLayer {
@@ -224,7 +228,10 @@ fn invalid(message: impl Into<String>) -> ConfigError {
 impl Args {
     /// Loads the configuration layers (defaults → `--config` file → `BONKER_…` → flags).
     pub fn load(&self) -> Result<GatewayConfig, ConfigError> {
-        self.load_with_env(None)
+        let env = std::env::vars()
+            .filter(|(key, _)| !NOT_SETTINGS.contains(&key.as_str()))
+            .collect();
+        self.load_with_env(Some(env))
     }
 
     /// [`Args::load`] with an explicit environment (tests).

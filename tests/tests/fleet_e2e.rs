@@ -119,7 +119,7 @@ fn oom(namespace: &'static str, pod: &'static str) -> Vec<(&'static str, &'stati
     ]
 }
 
-/// 1. A real Alertmanager, one notification with alerts across namespaces, then resolved.
+/// Scenario 1: a real Alertmanager, one notification with alerts across namespaces, then resolved.
 async fn alertmanager_alerts_bonk_every_watching_desk_once(kind: BrokerKind) {
     let mut fleet = Fleet::start(kind).await;
     let gateway = GatewayProcess::start(&fleet.url(), &[]).await;
@@ -189,8 +189,8 @@ async fn alertmanager_alerts_bonk_every_watching_desk_once(kind: BrokerKind) {
     fleet.assert_no_more_acks().await;
 }
 
-/// 2. Duplicates: an Alertmanager HA pair, each posting to its own gateway replica: every desk
-/// still bonks once per alert.
+/// Scenario 2, duplicates: an Alertmanager HA pair, each posting to its own gateway replica;
+/// every desk still bonks once per alert.
 async fn ha_pair_and_two_gateways_bonk_once(kind: BrokerKind) {
     let mut fleet = Fleet::start(kind).await;
     let gateway_a = GatewayProcess::start(&fleet.url(), &[]).await;
@@ -241,7 +241,7 @@ async fn ha_pair_and_two_gateways_bonk_once(kind: BrokerKind) {
     }
 }
 
-/// 3. People with mosquitto_pub: empty, a word, JSON — to a namespace and to a desk.
+/// Scenario 3: people with mosquitto_pub: empty, a word, JSON — to a namespace and to a desk.
 async fn mosquitto_pub_by_hand_bonks(kind: BrokerKind) {
     let mut fleet = Fleet::start(kind).await;
     let port = fleet.broker.port().to_string();
@@ -293,8 +293,8 @@ async fn mosquitto_pub_by_hand_bonks(kind: BrokerKind) {
     fleet.assert_no_more_acks().await;
 }
 
-/// 4. The CLI: `bonker bonk` gets its acks; `bonker fleet --json` lists every desk; after
-/// `kill -9` of one agent it shows that desk offline.
+/// Scenario 4, the CLI: `bonker bonk` gets its acks; `bonker fleet --json` lists every desk;
+/// after `kill -9` of one agent it shows that desk offline.
 async fn cli_bonks_and_shows_the_fleet(kind: BrokerKind) {
     let mut fleet = Fleet::start(kind).await;
     let url = fleet.url();

@@ -1,0 +1,377 @@
+//! The agent against real brokers (the bonker broker and mosquitto), with a simulated servo: what
+//! gets performed, what gets acked, and that every pulse stays in the safe range.
+
+mod common;
+
+use bonker_tests::{BrokerKind, Probe, TestBroker};
+use common::{TestDesk, bonk, outcome, settings};
+use serde_json::json;
+
+const REST: u32 = bonker_agent::config::DEFAULT_REST_US;
+const STRIKE: u32 = bonker_agent::config::DEFAULT_STRIKE_US;
+const TAP: u32 = bonker_agent::config::DEFAULT_TAP_US;
+
+/// A bonk on a watched namespace: exactly one move (strike, back to rest) and one `bonked` ack,
+/// with timestamps and the namespace.
+async fn watched_namespace_bonks_once(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let desk = TestDesk::start(settings(&broker.url(), "alice", &["payments", "checkout"])).await;
+    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/alice/ack"]).await;
+    let sender = Probe::connect(&broker.url(), &[]).await;
+    sender
+        .publish("bonker/bonk/payments", bonk("b-1", "critical"), false)
+        .await;
+    let ack = acks.next().await;
+    assert_eq!(outcome(&ack), ("b-1".into(), "bonked".into()), "{kind}");
+    let json = ack.json();
+    assert_eq!(json["desk"], "alice");
+    assert_eq!(json["namespace"], "payments");
+    assert_eq!(json["severity"], "critical");
+    assert!(json["received_at"].as_str() <= json["finished_at"].as_str());
+    assert_eq!(desk.bonk_moves(REST), vec![vec![STRIKE, REST]], "{kind}");
+    // Nothing else happens: the next ack is the sentinel's, and it made the second move.
+    sender
+        .publish("bonker/desk/alice/bonk", bonk("sentinel", "warning"), false)
+        .await;
+    assert_eq!(
+        outcome(&acks.next().await),
+        ("sentinel".into(), "bonked".into())
+    );
+    assert_eq!(
+        desk.bonk_moves(REST),
+        vec![vec![STRIKE, REST], vec![TAP, REST]],
+        "{kind}"
+    );
+    desk.stop().await;
+}
+
+/// A namespace the desk does not watch: no move, no ack.
+async fn unwatched_namespace_is_ignored(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let desk = TestDesk::start(settings(&broker.url(), "alice", &["payments"])).await;
+    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/+/ack"]).await;
+    let sender = Probe::connect(&broker.url(), &[]).await;
+    sender
+        .publish("bonker/bonk/checkout", bonk("not-mine", "critical"), false)
+        .await;
+    sender
+        .publish("bonker/desk/alice/bonk", bonk("sentinel", "info"), false)
+        .await;
+    assert_eq!(
+        outcome(&acks.next().await),
+        ("sentinel".into(), "bonked".into()),
+        "{kind}"
+    );
+    let moves = desk.bonk_moves(REST);
+    assert_eq!(
+        moves.len(),
+        1,
+        "{kind}: only the sentinel's wiggle: {moves:?}"
+    );
+    assert!(!moves[0].contains(&STRIKE));
+    desk.stop().await;
+}
+
+/// `+` watches every namespace; a hand-typed empty payload on the desk topic is a full bonk.
+async fn every_namespace_and_the_desk_topic(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let desk = TestDesk::start(settings(&broker.url(), "bob", &["+"])).await;
+    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/bob/ack"]).await;
+    let sender = Probe::connect(&broker.url(), &[]).await;
+    sender
+        .publish("bonker/bonk/anything", bonk("ns", "info"), false)
+        .await;
+    assert_eq!(outcome(&acks.next().await), ("ns".into(), "bonked".into()));
+    sender.publish("bonker/desk/bob/bonk", "", false).await;
+    let ack = acks.next().await.json();
+    assert_eq!(
+        (ack["outcome"].as_str(), ack["severity"].as_str()),
+        (Some("bonked"), Some("critical")),
+        "{kind}"
+    );
+    assert!(ack.get("namespace").is_none());
+    assert_eq!(desk.bonk_moves(REST).len(), 2);
+    desk.stop().await;
+}
+
+/// The same bonk id twice: the second is acked `duplicate` and not performed.
+async fn duplicates_are_acked_not_performed(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let desk = TestDesk::start(settings(&broker.url(), "alice", &["payments"])).await;
+    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/alice/ack"]).await;
+    let sender = Probe::connect(&broker.url(), &[]).await;
+    let payload = bonk("same-alert", "critical");
+    sender
+        .publish("bonker/bonk/payments", payload.clone(), false)
+        .await;
+    sender
+        .publish("bonker/desk/alice/bonk", payload, false)
+        .await;
+    // The duplicate is acked at once; the original when the arm is back at rest.
+    let mut outcomes = [outcome(&acks.next().await), outcome(&acks.next().await)];
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [
+            ("same-alert".into(), "bonked".into()),
+            ("same-alert".into(), "duplicate".into())
+        ],
+        "{kind}"
+    );
+    assert_eq!(desk.bonk_moves(REST).len(), 1, "{kind}");
+    desk.stop().await;
+}
+
+/// Over the rate limit: acked `rate_limited`, not performed now.
+async fn bonks_over_the_rate_limit_are_acked_rate_limited(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let mut s = settings(&broker.url(), "alice", &["payments"]);
+    s.rate_limit.max_bonks = 2;
+    s.rate_limit.per_s = 3600;
+    let desk = TestDesk::start(s).await;
+    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/alice/ack"]).await;
+    let sender = Probe::connect(&broker.url(), &[]).await;
+    for n in 0..4 {
+        sender
+            .publish(
+                "bonker/bonk/payments",
+                bonk(&format!("storm-{n}"), "critical"),
+                false,
+            )
+            .await;
+    }
+    let mut outcomes: Vec<(String, String)> = Vec::new();
+    for _ in 0..4 {
+        outcomes.push(outcome(&acks.next().await));
+    }
+    outcomes.sort();
+    let expected: Vec<(String, String)> = [
+        ("storm-0", "bonked"),
+        ("storm-1", "bonked"),
+        ("storm-2", "rate_limited"),
+        ("storm-3", "rate_limited"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(outcomes, expected, "{kind}");
+    assert_eq!(desk.bonk_moves(REST).len(), 2, "{kind}");
+    desk.stop().await;
+}
+
+/// A bonk older than max_age_s (by sent_at, else fired_at) is acked `expired`, not performed.
+async fn stale_bonks_expire(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let desk = TestDesk::start(settings(&broker.url(), "alice", &["payments"])).await;
+    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/alice/ack"]).await;
+    let sender = Probe::connect(&broker.url(), &[]).await;
+    let an_hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    sender
+        .publish(
+            "bonker/bonk/payments",
+            json!({"id": "old-sent", "sent_at": an_hour_ago}).to_string(),
+            false,
+        )
+        .await;
+    sender
+        .publish(
+            "bonker/bonk/payments",
+            json!({"id": "old-fired", "fired_at": an_hour_ago}).to_string(),
+            false,
+        )
+        .await;
+    let first = acks.next().await;
+    assert_eq!(
+        outcome(&first),
+        ("old-sent".into(), "expired".into()),
+        "{kind}"
+    );
+    assert!(
+        first.json()["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("max_age_s")
+    );
+    assert_eq!(
+        outcome(&acks.next().await),
+        ("old-fired".into(), "expired".into())
+    );
+    assert!(desk.bonk_moves(REST).is_empty(), "{kind}");
+    desk.stop().await;
+}
+
+/// Garbage on the bonk topics is logged and bonks with defaults; the agent keeps running.
+async fn bad_payloads_never_stop_the_agent(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let mut s = settings(&broker.url(), "alice", &["payments"]);
+    s.rate_limit.max_bonks = 100;
+    let desk = TestDesk::start(s).await;
+    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/alice/ack"]).await;
+    let sender = Probe::connect(&broker.url(), &[]).await;
+    let payloads: Vec<Vec<u8>> = vec![
+        b"{\"severity\": \"warning\"".to_vec(),
+        vec![0xff, 0xfe, 0x00],
+        b"[1, 2, 3]".to_vec(),
+        b"{\"severity\": 5, \"count\": -1, \"id\": 7}".to_vec(),
+        vec![b'x'; 100_000],
+        b"null".to_vec(),
+    ];
+    for payload in &payloads {
+        sender
+            .publish("bonker/bonk/payments", payload.clone(), false)
+            .await;
+    }
+    // Each is a bonk with defaults (a full bonk); those arriving while the servo queue is full
+    // are coalesced.
+    for _ in &payloads {
+        let ack = acks.next().await.json();
+        let outcome = ack["outcome"].as_str().unwrap_or_default();
+        assert!(
+            matches!(outcome, "bonked" | "rate_limited"),
+            "{kind}: {ack}"
+        );
+    }
+    sender
+        .publish("bonker/desk/alice/bonk", bonk("still-alive", "info"), false)
+        .await;
+    assert_eq!(
+        outcome(&acks.next().await),
+        ("still-alive".into(), "bonked".into()),
+        "{kind}"
+    );
+    desk.stop().await;
+}
+
+/// Persistent session: bonks published while the desk is away are performed when it is back.
+async fn bonks_published_while_away_are_performed_on_return(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let desk = TestDesk::start(settings(&broker.url(), "carol", &["payments"])).await;
+    let recorder = desk.recorder.clone();
+    desk.stop().await;
+    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/carol/ack"]).await;
+    let sender = Probe::connect(&broker.url(), &[]).await;
+    sender
+        .publish(
+            "bonker/bonk/payments",
+            bonk("while-away-1", "critical"),
+            false,
+        )
+        .await;
+    sender
+        .publish(
+            "bonker/desk/carol/bonk",
+            bonk("while-away-2", "warning"),
+            false,
+        )
+        .await;
+    let desk =
+        TestDesk::start_with_recorder(settings(&broker.url(), "carol", &["payments"]), recorder)
+            .await;
+    let mut outcomes = vec![outcome(&acks.next().await), outcome(&acks.next().await)];
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [
+            ("while-away-1".into(), "bonked".into()),
+            ("while-away-2".into(), "bonked".into())
+        ],
+        "{kind}"
+    );
+    assert_eq!(
+        desk.bonk_moves(REST),
+        vec![vec![STRIKE, REST], vec![TAP, REST]],
+        "{kind}"
+    );
+    desk.stop().await;
+}
+
+/// Status is `online` (retained) while running and `offline` (retained) after a clean stop; health
+/// is retained JSON describing the desk.
+async fn status_and_health_are_retained(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let thermometer = dir.path().join("temp");
+    std::fs::write(&thermometer, "51234\n").expect("write");
+    let mut s = settings(&broker.url(), "dave", &["payments", "checkout"]);
+    s.soc_temp_file = thermometer;
+    let desk = TestDesk::start(s).await;
+    let mut late = Probe::connect(&broker.url(), &["bonker/desk/dave/+"]).await;
+    let mut seen = std::collections::HashMap::new();
+    while seen.len() < 2 {
+        let message = late.next().await;
+        assert!(message.retain, "{kind}: {} must be retained", message.topic);
+        seen.insert(message.topic.clone(), message);
+    }
+    assert_eq!(seen["bonker/desk/dave/status"].text(), "online", "{kind}");
+    let health = seen["bonker/desk/dave/health"].json();
+    assert_eq!(health["desk"], "dave");
+    assert_eq!(health["agent_version"], bonker_agent::VERSION);
+    assert_eq!(health["bonks_total"], 0);
+    assert_eq!(health["namespaces"], json!(["payments", "checkout"]));
+    assert_eq!(health["servo"]["driver"], "simulated");
+    assert_eq!(health["servo"]["state"], "rest");
+    assert_eq!(health["soc_temp_c"], 51.2);
+    let sender = Probe::connect(&broker.url(), &[]).await;
+    sender
+        .publish(
+            "bonker/bonk/payments",
+            json!({"id": "h", "pod": "api-1"}).to_string(),
+            false,
+        )
+        .await;
+    let health = late
+        .next_on(|m| m.topic.ends_with("/health") && m.json()["bonks_total"] == 1)
+        .await
+        .json();
+    assert_eq!(health["last_bonk_namespace"], "payments", "{kind}");
+    assert_eq!(health["last_bonk_pod"], "api-1");
+    assert!(health["last_bonk_at"].is_string());
+    desk.stop().await;
+    let offline = late.next_on(|m| m.topic.ends_with("/status")).await;
+    assert_eq!(offline.text(), "offline", "{kind}");
+    let mut later = Probe::connect(&broker.url(), &["bonker/desk/dave/status"]).await;
+    let retained = later.next().await;
+    assert_eq!(
+        (retained.text().as_str(), retained.retain),
+        ("offline", true),
+        "{kind}"
+    );
+}
+
+/// A retained bonk (someone used `mosquitto_pub -r`) is never performed on (re)connect.
+async fn retained_bonks_are_not_replayed(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let sender = Probe::connect(&broker.url(), &[]).await;
+    sender
+        .publish("bonker/bonk/payments", bonk("retained", "critical"), true)
+        .await;
+    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/erin/ack"]).await;
+    let desk = TestDesk::start(settings(&broker.url(), "erin", &["payments"])).await;
+    let ack = acks.next().await;
+    assert_eq!(
+        outcome(&ack),
+        ("retained".into(), "expired".into()),
+        "{kind}"
+    );
+    assert!(
+        ack.json()["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("mosquitto_pub -r -n")
+    );
+    assert!(desk.bonk_moves(REST).is_empty());
+    desk.stop().await;
+}
+
+for_both_brokers!(
+    watched_namespace_bonks_once,
+    unwatched_namespace_is_ignored,
+    every_namespace_and_the_desk_topic,
+    duplicates_are_acked_not_performed,
+    bonks_over_the_rate_limit_are_acked_rate_limited,
+    stale_bonks_expire,
+    bad_payloads_never_stop_the_agent,
+    bonks_published_while_away_are_performed_on_return,
+    status_and_health_are_retained,
+    retained_bonks_are_not_replayed,
+);

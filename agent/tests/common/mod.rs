@@ -1,0 +1,167 @@
+//! Helpers for the agent's tests: an in-process desk with a simulated servo whose pulses the test
+//! can read, a watcher for its acks and status, and bonk payloads.
+//!
+//! Every wait ends on an event (an ack, a status message, a recorded pulse), never on a timer.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::Path;
+
+use bonker_agent::config::{AgentConfig, Settings};
+use bonker_agent::servo::simulated::{PulseRecord, PulseRecorder, SimulatedServo};
+use bonker_tests::{Message, Probe};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Runs an async test body against each broker as its own `#[tokio::test]`.
+#[macro_export]
+macro_rules! for_both_brokers {
+    ($($name:ident),* $(,)?) => {
+        mod bonker_broker {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(bonker_tests::BrokerKind::Bonker).await;
+                }
+            )*
+        }
+        mod mosquitto {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(bonker_tests::BrokerKind::Mosquitto).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Settings for a test desk: fast strokes, no thermometer, the given broker.
+pub fn settings(url: &str, desk: &str, namespaces: &[&str]) -> Settings {
+    let mut settings = Settings {
+        desk: Some(desk.to_owned()),
+        namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+        soc_temp_file: "/nonexistent/thermal_zone0/temp".into(),
+        ..Settings::default()
+    };
+    settings.mqtt.url = url.to_owned();
+    settings.mqtt.reconnect_min_ms = 50;
+    settings.mqtt.reconnect_max_ms = 500;
+    settings.servo.stroke_ms = 10;
+    settings
+}
+
+/// An agent running in this process with a simulated servo.
+pub struct TestDesk {
+    /// The desk name.
+    pub desk: String,
+    /// Every pulse its servo sent.
+    pub recorder: PulseRecorder,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestDesk {
+    /// Starts an agent with `settings` and returns once it has announced `online` (so it is
+    /// subscribed).
+    pub async fn start(settings: Settings) -> TestDesk {
+        TestDesk::start_with_recorder(settings, PulseRecorder::new()).await
+    }
+
+    /// As [`TestDesk::start`], recording into `recorder` (to follow one servo across restarts).
+    pub async fn start_with_recorder(settings: Settings, recorder: PulseRecorder) -> TestDesk {
+        let config = AgentConfig::from_settings(settings).expect("valid test settings");
+        let desk = config.desk.to_string();
+        let status = config.topics.desk_status(&config.desk);
+        let mut watcher = Probe::connect(&config.mqtt.url, &[&status]).await;
+        let servo = SimulatedServo::with_recorder(&config.servo, recorder.clone())
+            .expect("simulated servo");
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(bonker_agent::run(config, Box::new(servo), async move {
+            let _ = stop.await;
+        }));
+        watcher.next_on(|m| m.text() == "online").await;
+        TestDesk {
+            desk,
+            recorder,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    /// Asks the agent to shut down cleanly and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(bonker_tests::DEADLINE, task)
+                .await
+                .expect("agent stops within the deadline")
+                .expect("agent task did not panic")
+                .expect("agent ran without error");
+        }
+    }
+
+    /// The moves that bonked Tux so far (homing and parking, which only visit rest, left out).
+    pub fn bonk_moves(&self, rest_us: u32) -> Vec<Vec<u32>> {
+        bonk_moves(&self.recorder.records(), rest_us)
+    }
+}
+
+impl Drop for TestDesk {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Splits pulse records into moves (each ends with a release) and keeps those that leave rest.
+pub fn bonk_moves(records: &[PulseRecord], rest_us: u32) -> Vec<Vec<u32>> {
+    let mut moves = Vec::new();
+    let mut current = Vec::new();
+    for record in records {
+        match record.pulse_us {
+            Some(pulse) => current.push(pulse),
+            None => {
+                let pulses = std::mem::take(&mut current);
+                if pulses.iter().any(|p| *p != rest_us) {
+                    moves.push(pulses);
+                }
+            }
+        }
+    }
+    moves
+}
+
+/// Reads the JSON lines a simulated servo wrote to `servo.record_file`.
+pub fn read_record_file(path: &Path) -> Vec<PulseRecord> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a pulse record per line"))
+        .collect()
+}
+
+/// A bonk payload with an id and a severity, sent now.
+pub fn bonk(id: &str, severity: &str) -> String {
+    json!({
+        "v": 1,
+        "id": id,
+        "source": "cli",
+        "severity": severity,
+        "sent_at": chrono::Utc::now().to_rfc3339(),
+    })
+    .to_string()
+}
+
+/// The ack's `(bonk_id, outcome)`.
+pub fn outcome(ack: &Message) -> (String, String) {
+    let json: Value = ack.json();
+    (
+        json["bonk_id"].as_str().unwrap_or_default().to_owned(),
+        json["outcome"].as_str().unwrap_or_default().to_owned(),
+    )
+}

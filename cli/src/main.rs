@@ -103,7 +103,7 @@ struct BonkArgs {
 }
 
 /// The CLI's settings file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct Settings {
     prefix: Prefix,

@@ -27,7 +27,7 @@ pub struct ConfigError(#[from] config::ConfigError);
 /// (`BONKER_AGENT__NAMESPACES=payments,checkout`).
 pub fn load<T, O>(file: Option<&Path>, list_keys: &[&str], overrides: &O) -> Result<T, ConfigError>
 where
-    T: DeserializeOwned,
+    T: DeserializeOwned + Serialize + Default,
     O: Serialize,
 {
     load_from_env(file, list_keys, overrides, None)
@@ -41,7 +41,7 @@ pub fn load_from_env<T, O>(
     env: Option<std::collections::HashMap<String, String>>,
 ) -> Result<T, ConfigError>
 where
-    T: DeserializeOwned,
+    T: DeserializeOwned + Serialize + Default,
     O: Serialize,
 {
     let mut builder = config::Config::builder();
@@ -63,15 +63,46 @@ where
             environment = environment.with_list_parse_key(key);
         }
     }
-    // Variables the program reads itself, not settings.
-    let env = env.unwrap_or_else(|| std::env::vars().collect());
-    let env = env
-        .into_iter()
-        .filter(|(k, _)| k != "BONKER_CONFIG" && k != "BONKER_LOG")
-        .collect();
+    let env = settings_variables::<T>(env.unwrap_or_else(|| std::env::vars().collect()));
     builder = builder.add_source(environment.source(Some(env)));
     builder = builder.add_source(config::Config::try_from(overrides)?);
     Ok(builder.build()?.try_deserialize()?)
+}
+
+/// Variables every program reads itself; they are not settings.
+const NOT_SETTINGS: &[&str] = &["BONKER_CONFIG", "BONKER_LOG", "BONKER_LOG_FORMAT"];
+
+/// The `BONKER_…` variables that name one of `T`'s settings.
+///
+/// A variable whose first level is not a top-level key of `T` is left out with a warning instead
+/// of failing the start: the environment is shared with things bonker does not control —
+/// Kubernetes, for one, injects `<SERVICE>_PORT=tcp://…` variables for every Service, so a Service
+/// called `bonker-broker` yields `BONKER_BROKER_PORT`. Within a known section, unknown keys are
+/// still errors (`deny_unknown_fields`), which catches typos where they are likeliest.
+fn settings_variables<T: Serialize + Default>(
+    env: std::collections::HashMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    let known: Vec<String> = match serde_json::to_value(T::default()) {
+        Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    let prefix = format!("{ENV_PREFIX}_");
+    env.into_iter()
+        .filter(|(key, _)| {
+            let Some(rest) = key.strip_prefix(&prefix) else {
+                return false;
+            };
+            if NOT_SETTINGS.contains(&key.as_str()) {
+                return false;
+            }
+            let first = rest.split("__").next().unwrap_or(rest).to_ascii_lowercase();
+            let keep = known.iter().any(|k| *k == first);
+            if !keep {
+                tracing::warn!(variable = %key, "ignoring an environment variable that is not a setting");
+            }
+            keep
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -157,6 +188,32 @@ mod tests {
         .expect("loads");
         assert_eq!(settings.mqtt.client_id.as_deref(), Some("desk-1"));
         assert_eq!(settings.mqtt.keep_alive_s, 60);
+    }
+
+    #[test]
+    fn foreign_variables_are_ignored_but_typos_in_sections_are_errors() {
+        let settings: Settings = load_from_env(
+            None,
+            &[],
+            &Flags::default(),
+            env(&[
+                ("BONKER_BROKER_PORT", "tcp://10.0.0.1:1883"),
+                ("BONKER_BROKER_SERVICE_HOST", "10.0.0.1"),
+                ("BONKER_LOG_FORMAT", "json"),
+                ("BONKER_NAME", "kept"),
+            ]),
+        )
+        .expect("foreign variables do not stop the start");
+        assert_eq!(settings.name, "kept");
+        let error = load_from_env::<Settings, _>(
+            None,
+            &[],
+            &Flags::default(),
+            env(&[("BONKER_MQTT__URLL", "mqtt://x")]),
+        )
+        .expect_err("a typo within a section")
+        .to_string();
+        assert!(error.contains("urll"), "{error}");
     }
 
     #[test]

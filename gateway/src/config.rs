@@ -189,10 +189,6 @@ pub struct Args {
     pub mqtt: MqttArgs,
 }
 
-/// `BONKER_` variables that are read elsewhere (logging), not settings: left out of the layers,
-/// where `deny_unknown_fields` would refuse them.
-const NOT_SETTINGS: [&str; 3] = ["BONKER_CONFIG", "BONKER_LOG", "BONKER_LOG_FORMAT"];
-
 /// The flags that map one-to-one onto top-level keys, as a config layer.
 #[derive(Serialize)]
 struct FlagLayer {
@@ -228,10 +224,7 @@ fn invalid(message: impl Into<String>) -> ConfigError {
 impl Args {
     /// Loads the configuration layers (defaults → `--config` file → `BONKER_…` → flags).
     pub fn load(&self) -> Result<GatewayConfig, ConfigError> {
-        let env = std::env::vars()
-            .filter(|(key, _)| !NOT_SETTINGS.contains(&key.as_str()))
-            .collect();
-        self.load_with_env(Some(env))
+        self.load_with_env(None)
     }
 
     /// [`Args::load`] with an explicit environment (tests).
@@ -624,6 +617,18 @@ mod tests {
             let error = config.validate().expect_err(key).to_string();
             assert!(error.contains(key), "{key}: {error}");
         }
+    }
+
+    #[test]
+    fn variables_that_are_not_settings_do_not_stop_the_gateway() {
+        let config = parse(&[])
+            .load_with_env(env(&[
+                ("BONKER_LOG_FORMAT", "json"),
+                ("BONKER_BROKER_PORT", "tcp://10.0.0.7:1883"),
+                ("BONKER_PUBLISH_TIMEOUT_MS", "1234"),
+            ]))
+            .expect("loads");
+        assert_eq!(config.publish_timeout_ms, 1234);
     }
 
     #[test]

@@ -161,6 +161,11 @@ async fn deliver(state: &AppState, notification: Notification) -> Result<Webhook
         .alerts
         .get_or_create(&crate::metrics::AlertLabels { status: "resolved" })
         .inc_by(plan.resolved as u64);
+    tracing::info!(
+        firing = plan.firing,
+        resolved = plan.resolved,
+        "webhook received"
+    );
     if notification.truncated_alerts > 0 {
         tracing::warn!(
             truncated = notification.truncated_alerts,

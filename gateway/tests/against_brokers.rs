@@ -1,0 +1,740 @@
+//! The gateway as a real process (`bonker-gateway` on a free port), talking real HTTP, against
+//! both brokers a deployment may use: the bonker broker and Debian's mosquitto. Subscribers and
+//! fake desks are real MQTT clients.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bonker_protocol::{Ack, BonkId, DeskId, Health, Outcome, SCHEMA_VERSION, ServoHealth};
+use bonker_tests::{BrokerKind, ChildProcess, Probe, TestBroker, free_port};
+use chrono::Utc;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// A `bonker-gateway` child process.
+struct Gateway {
+    port: u16,
+    process: ChildProcess,
+    http: reqwest::Client,
+}
+
+impl Gateway {
+    /// Spawns the gateway on a free port with `args` and extra environment; does not wait.
+    fn spawn(args: &[String], env: &[(&str, &str)]) -> Gateway {
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bonker-gateway"));
+        command
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .env("BONKER_LOG", "info,bonker_gateway=debug,rumqttd=warn")
+            .env("BONKER_MQTT__RECONNECT_MIN_MS", "50")
+            .env("BONKER_MQTT__RECONNECT_MAX_MS", "200");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Gateway {
+            port,
+            process: ChildProcess::spawn("bonker-gateway", command),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Spawns the gateway for `mqtt_url` and waits until it is connected (`/readyz` 200).
+    async fn start(mqtt_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let mut args = vec!["--mqtt".to_owned(), mqtt_url.to_owned()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let gateway = Gateway::spawn(&args, env);
+        gateway
+            .eventually("/readyz answers 200", || async {
+                (gateway.get("/readyz").await.0 == StatusCode::OK).then_some(())
+            })
+            .await;
+        gateway
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        match self.http.get(self.url(path)).send().await {
+            Ok(response) => {
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                (
+                    status,
+                    serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                )
+            }
+            // Not listening yet.
+            Err(_) => (StatusCode::from_u16(599).expect("status"), Value::Null),
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}\n{}", self.process.output()));
+        let status = response.status();
+        (status, response.json().await.expect("a JSON answer"))
+    }
+
+    async fn metrics(&self) -> String {
+        match self.get("/metrics").await.1 {
+            Value::String(text) => text,
+            other => panic!("metrics are not text: {other}"),
+        }
+    }
+
+    /// Polls `check` until it yields a value; panics with the gateway's output at the deadline.
+    async fn eventually<T, F, Fut>(&self, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + bonker_tests::DEADLINE;
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {:?}; gateway output:\n{}",
+                bonker_tests::DEADLINE,
+                self.process.output()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+const STARTS_AT: &str = "2026-11-21T10:00:00.123456789Z";
+
+fn alert(status: &str, fingerprint: &str, labels: Value, annotations: Value) -> Value {
+    json!({
+        "status": status,
+        "labels": labels,
+        "annotations": annotations,
+        "startsAt": STARTS_AT,
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus:9090/graph",
+        "fingerprint": fingerprint,
+    })
+}
+
+fn notification(alerts: Vec<Value>) -> Value {
+    json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"OOMKilled\"}",
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "bonker",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": alerts,
+    })
+}
+
+fn oom_labels(namespace: &str, pod: &str) -> Value {
+    json!({"alertname": "OOMKilled", "severity": "critical", "namespace": namespace, "pod": pod,
+           "container": "app", "reason": "OOMKilled"})
+}
+
+/// A bonk payload without its send time (which is "now").
+fn without_sent_at(mut payload: Value) -> Value {
+    let sent_at = payload
+        .as_object_mut()
+        .and_then(|o| o.remove("sent_at"))
+        .expect("sent_at set");
+    assert!(
+        sent_at.as_str().is_some_and(|s| s.ends_with('Z')),
+        "{sent_at}"
+    );
+    payload
+}
+
+/// A multi-alert notification across namespaces (one resolved, one with an invalid namespace):
+/// a real subscriber sees exactly one bonk per firing alert, on the right topic, with the right
+/// payload; the same notification again bonks nothing new.
+async fn multi_alert_notification_bonks_exactly_the_expected_topics(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let mut subscriber = Probe::connect(&broker.url(), &["bonker/#"]).await;
+    // JSON logs also prove BONKER_LOG_FORMAT is not mistaken for a setting.
+    let gateway = Gateway::start(
+        &broker.url(),
+        &["--cluster", "test-cluster"],
+        &[("BONKER_LOG_FORMAT", "json")],
+    )
+    .await;
+    let body = notification(vec![
+        alert(
+            "firing",
+            "fp-api-0",
+            oom_labels("payments", "api-0"),
+            json!({"summary": "api-0 ran out"}),
+        ),
+        alert(
+            "firing",
+            "fp-api-1",
+            json!({"alertname": "KubeMemoryHigh", "severity": "warning", "namespace": "payments", "pod": "api-1"}),
+            json!({"description": "memory is high"}),
+        ),
+        alert(
+            "resolved",
+            "fp-api-2",
+            oom_labels("payments", "api-2"),
+            json!({}),
+        ),
+        alert(
+            "firing",
+            "fp-cart-0",
+            json!({"alertname": "OOMKilled", "namespace": "checkout", "pod": "cart-0", "cluster": "label-cluster"}),
+            json!({}),
+        ),
+        alert("firing", "fp-evil", oom_labels("a/#", "evil-0"), json!({})),
+    ]);
+    let (status, reply) = gateway.post("/webhook", &body).await;
+    assert_eq!(status, StatusCode::OK, "{kind}: {reply}");
+    assert_eq!(
+        (
+            &reply["alerts"],
+            &reply["firing"],
+            &reply["resolved"],
+            &reply["published"],
+            &reply["duplicates"]
+        ),
+        (&json!(5), &json!(4), &json!(1), &json!(4), &json!(0)),
+        "{kind}: {reply}"
+    );
+
+    let id = |fingerprint: &str| BonkId::for_alert(fingerprint, STARTS_AT).to_string();
+    let fired_at = "2026-11-21T10:00:00.123456789Z";
+    let expected = [
+        (
+            "bonker/bonk/payments",
+            json!({"v": 1, "id": id("fp-api-0"), "source": "alertmanager", "severity": "critical",
+                   "namespace": "payments", "pod": "api-0", "container": "app", "alertname": "OOMKilled",
+                   "reason": "OOMKilled", "summary": "api-0 ran out", "cluster": "test-cluster",
+                   "fired_at": fired_at}),
+        ),
+        (
+            "bonker/bonk/payments",
+            json!({"v": 1, "id": id("fp-api-1"), "source": "alertmanager", "severity": "warning",
+                   "namespace": "payments", "pod": "api-1", "alertname": "KubeMemoryHigh",
+                   "summary": "memory is high", "cluster": "test-cluster", "fired_at": fired_at}),
+        ),
+        (
+            "bonker/bonk/checkout",
+            json!({"v": 1, "id": id("fp-cart-0"), "source": "alertmanager", "severity": "critical",
+                   "namespace": "checkout", "pod": "cart-0", "alertname": "OOMKilled",
+                   "summary": "OOMKilled firing in pod checkout/cart-0", "cluster": "label-cluster",
+                   "fired_at": fired_at}),
+        ),
+        (
+            "bonker/bonk/default",
+            json!({"v": 1, "id": id("fp-evil"), "source": "alertmanager", "severity": "critical",
+                   "namespace": "a/#", "pod": "evil-0", "container": "app", "alertname": "OOMKilled",
+                   "reason": "OOMKilled", "summary": "OOMKilled firing for container app in pod a/#/evil-0",
+                   "cluster": "test-cluster", "fired_at": fired_at}),
+        ),
+    ];
+    let received = subscriber.take(expected.len()).await;
+    for (message, (topic, payload)) in received.iter().zip(&expected) {
+        assert_eq!(message.topic, *topic, "{kind}");
+        assert!(!message.retain, "{kind}: bonks are never retained");
+        assert_eq!(without_sent_at(message.json()), *payload, "{kind}");
+    }
+
+    // Repeated (repeat_interval, an HA pair): 200, nothing new on the wire.
+    let (status, reply) = gateway.post("/webhook", &body).await;
+    assert_eq!(status, StatusCode::OK, "{kind}: {reply}");
+    assert_eq!(
+        (&reply["published"], &reply["duplicates"]),
+        (&json!(0), &json!(4)),
+        "{kind}"
+    );
+    let sentinel = Probe::connect(&broker.url(), &[]).await;
+    sentinel
+        .publish("bonker/bonk/zz-sentinel", "sentinel", false)
+        .await;
+    let next = subscriber.next().await;
+    assert_eq!(
+        next.topic, "bonker/bonk/zz-sentinel",
+        "{kind}: a repeat bonked again: {next:?}"
+    );
+
+    let metrics = gateway.metrics().await;
+    for line in [
+        "bonker_gateway_dedupe_hits_total 4",
+        "bonker_gateway_invalid_namespace_labels_total 2",
+        "bonker_gateway_alerts_total{status=\"firing\"} 8",
+        "bonker_gateway_alerts_total{status=\"resolved\"} 2",
+        "bonker_gateway_bonks_published_total{namespace=\"payments\",severity=\"warning\",source=\"alertmanager\"} 1",
+        "bonker_gateway_bonks_published_total{namespace=\"default\",severity=\"critical\",source=\"alertmanager\"} 1",
+        "bonker_gateway_webhooks_total{outcome=\"ok\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{kind}: {line} missing:\n{metrics}");
+    }
+}
+
+/// A broker that is down: 503 within the publish timeout. Once it is up, Alertmanager's retry of
+/// the same notification bonks (a 503'd notification was not remembered as delivered).
+async fn broker_down_gives_503_and_a_retry_after_it_is_back_bonks(kind: BrokerKind) {
+    let mut broker = TestBroker::start(kind);
+    broker.kill();
+    let gateway = Gateway::spawn(
+        &["--mqtt".to_owned(), broker.url()],
+        &[("BONKER_PUBLISH_TIMEOUT_MS", "2000")],
+    );
+    gateway
+        .eventually("the gateway listens", || async {
+            (gateway.get("/healthz").await.0 == StatusCode::OK).then_some(())
+        })
+        .await;
+    assert_eq!(
+        gateway.get("/readyz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let body = notification(vec![alert(
+        "firing",
+        "fp-retry",
+        oom_labels("payments", "api-9"),
+        json!({}),
+    )]);
+    let started = Instant::now();
+    let (status, reply) = gateway.post("/webhook", &body).await;
+    let elapsed = started.elapsed();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{kind}: {reply}");
+    assert!(
+        reply["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not accepted by the MQTT broker")),
+        "{kind}: {reply}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(2000) && elapsed < Duration::from_millis(4000),
+        "{kind}: 503 after {elapsed:?}"
+    );
+
+    broker.restart();
+    let mut subscriber = Probe::connect(&broker.url(), &["bonker/bonk/+"]).await;
+    // The gateway reconnects within its backoff (at most 200 ms here), well inside the timeout:
+    // the retry waits for the connection instead of failing.
+    let (status, reply) = gateway.post("/webhook", &body).await;
+    assert_eq!(status, StatusCode::OK, "{kind}: {reply}");
+    assert_eq!(reply["published"], 1, "{kind}: {reply}");
+    let message = subscriber.next().await;
+    assert_eq!(message.topic, "bonker/bonk/payments", "{kind}");
+    assert_eq!(
+        message.json()["id"].as_str(),
+        Some(BonkId::for_alert("fp-retry", STARTS_AT).as_str()),
+        "{kind}"
+    );
+    assert_eq!(gateway.get("/readyz").await.0, StatusCode::OK, "{kind}");
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains("bonker_gateway_webhooks_total{outcome=\"unavailable\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bonker_gateway_webhooks_total{outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+}
+
+fn health(desk: &str) -> Vec<u8> {
+    Health {
+        version: SCHEMA_VERSION,
+        desk: DeskId::new(desk).expect("valid desk"),
+        agent_version: "0.1.0".into(),
+        uptime_s: 42,
+        bonks_total: 7,
+        last_bonk_at: None,
+        last_bonk_namespace: None,
+        last_bonk_pod: None,
+        servo: ServoHealth {
+            driver: "simulated".into(),
+            state: "rest".into(),
+            error: None,
+        },
+        namespaces: vec!["payments".into()],
+        soc_temp_c: Some(48.5),
+        sent_at: Utc::now(),
+    }
+    .to_json()
+}
+
+fn ack(bonk_id: &str, desk: &str, outcome: Outcome) -> Vec<u8> {
+    Ack {
+        version: SCHEMA_VERSION,
+        bonk_id: BonkId::from_received(bonk_id).expect("valid id"),
+        desk: DeskId::new(desk).expect("valid desk"),
+        outcome,
+        received_at: Utc::now(),
+        finished_at: Utc::now(),
+        severity: None,
+        namespace: Some("payments".into()),
+        detail: None,
+    }
+    .to_json()
+}
+
+/// A fake desk's status, health and ack reach `/api/desks`, `/api/bonks/{id}` and `/metrics`.
+async fn fake_desk_acks_show_up_in_the_fleet_view(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let gateway = Gateway::start(&broker.url(), &[], &[]).await;
+    let mut desk = Probe::connect(&broker.url(), &["bonker/bonk/payments"]).await;
+    desk.publish("bonker/desk/alice/status", "online", true)
+        .await;
+    desk.publish("bonker/desk/alice/health", health("alice"), true)
+        .await;
+    let alice = gateway
+        .eventually("alice in /api/desks with her health", || async {
+            let (_, desks) = gateway.get("/api/desks").await;
+            desks
+                .as_array()?
+                .iter()
+                .find(|d| d["desk"] == "alice" && d["online"] == true && !d["health"].is_null())
+                .cloned()
+        })
+        .await;
+    assert_eq!(alice["namespaces"], json!(["payments"]), "{kind}: {alice}");
+    assert_eq!(alice["bonks_total"], 7, "{kind}: {alice}");
+    assert_eq!(alice["health"]["soc_temp_c"], 48.5, "{kind}: {alice}");
+
+    let body = notification(vec![alert(
+        "firing",
+        "fp-ack",
+        oom_labels("payments", "api-3"),
+        json!({}),
+    )]);
+    let (status, reply) = gateway.post("/webhook", &body).await;
+    assert_eq!(status, StatusCode::OK, "{kind}: {reply}");
+    let id = reply["bonks"][0]["id"]
+        .as_str()
+        .expect("bonk id")
+        .to_owned();
+    // The desk receives the bonk and acks it, as the agent does.
+    let bonk = desk.next().await;
+    assert_eq!(bonk.json()["id"], id.as_str(), "{kind}");
+    desk.publish(
+        "bonker/desk/alice/ack",
+        ack(&id, "alice", Outcome::Bonked),
+        false,
+    )
+    .await;
+    let view = gateway
+        .eventually("alice's ack in /api/bonks/{id}", || async {
+            let (status, view) = gateway.get(&format!("/api/bonks/{id}")).await;
+            (status == StatusCode::OK && view["acks"].as_array().is_some_and(|a| !a.is_empty()))
+                .then_some(view)
+        })
+        .await;
+    let acked = &view["acks"][0];
+    assert_eq!(
+        (&acked["desk"], &acked["outcome"]),
+        (&json!("alice"), &json!("bonked")),
+        "{kind}: {view}"
+    );
+    assert!(
+        acked["latency_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{kind}: {view}"
+    );
+    assert_eq!(view["topic"], "bonker/bonk/payments", "{kind}: {view}");
+    assert_eq!(view["accepted_by_broker"], true, "{kind}: {view}");
+
+    let metrics = gateway.metrics().await;
+    for line in [
+        "bonker_gateway_acks_total{desk=\"alice\",outcome=\"bonked\"} 1",
+        "bonker_gateway_desks_online 1",
+        "bonker_gateway_desks_known 1",
+        "bonker_gateway_publish_to_ack_seconds_count 1",
+    ] {
+        assert!(metrics.contains(line), "{kind}: {line} missing:\n{metrics}");
+    }
+    let (_, desks) = gateway.get("/api/desks").await;
+    assert_eq!(desks[0]["acks"]["bonked"], 1, "{kind}: {desks}");
+
+    // The last will (or a clean shutdown) says offline.
+    desk.publish("bonker/desk/alice/status", "offline", true)
+        .await;
+    gateway
+        .eventually("alice offline in the metrics", || async {
+            gateway
+                .metrics()
+                .await
+                .contains("bonker_gateway_desks_online 0")
+                .then_some(())
+        })
+        .await;
+}
+
+/// rumqttc does not re-subscribe after a reconnect; the gateway does, on every ConnAck.
+async fn resubscribes_after_a_broker_restart(kind: BrokerKind) {
+    let mut broker = TestBroker::start(kind);
+    let gateway = Gateway::start(&broker.url(), &[], &[]).await;
+    broker.restart();
+    gateway
+        .eventually("a second MQTT connection", || async {
+            gateway
+                .metrics()
+                .await
+                .contains("bonker_gateway_mqtt_connections_total 2")
+                .then_some(())
+        })
+        .await;
+    let desk = Probe::connect(&broker.url(), &[]).await;
+    desk.publish("bonker/desk/bob/status", "online", true).await;
+    gateway
+        .eventually("bob in /api/desks", || async {
+            let (_, desks) = gateway.get("/api/desks").await;
+            desks
+                .as_array()?
+                .iter()
+                .any(|d| d["desk"] == "bob")
+                .then_some(())
+        })
+        .await;
+    // A live (not retained) ack after the restart reaches the gateway too.
+    let id = BonkId::stable(&["resubscribe", &kind.to_string()]).to_string();
+    desk.publish(
+        "bonker/desk/bob/ack",
+        ack(&id, "bob", Outcome::Duplicate),
+        false,
+    )
+    .await;
+    let view = gateway
+        .eventually("bob's ack in /api/bonks/{id}", || async {
+            let (status, view) = gateway.get(&format!("/api/bonks/{id}")).await;
+            (status == StatusCode::OK).then_some(view)
+        })
+        .await;
+    assert_eq!(view["acks"][0]["outcome"], "duplicate", "{kind}: {view}");
+    // Published by someone else: no publish time, no latency.
+    assert!(
+        view["published_at"].is_null() && view["acks"][0]["latency_ms"].is_null(),
+        "{kind}: {view}"
+    );
+}
+
+macro_rules! for_both_brokers {
+    ($($name:ident),* $(,)?) => {
+        mod bonker_broker {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(bonker_tests::BrokerKind::Bonker).await;
+                }
+            )*
+        }
+        mod mosquitto {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(bonker_tests::BrokerKind::Mosquitto).await;
+                }
+            )*
+        }
+    };
+}
+
+for_both_brokers!(
+    multi_alert_notification_bonks_exactly_the_expected_topics,
+    broker_down_gives_503_and_a_retry_after_it_is_back_bonks,
+    fake_desk_acks_show_up_in_the_fleet_view,
+    resubscribes_after_a_broker_restart,
+);
+
+/// `--embedded-broker`: one process is a broker and a gateway; MQTT clients use the broker too.
+#[tokio::test]
+async fn embedded_broker_serves_the_gateway_and_desks() {
+    let mqtt_port = free_port();
+    let gateway = Gateway::spawn(
+        &[
+            "--embedded-broker".to_owned(),
+            "--embedded-broker-listen".to_owned(),
+            format!("127.0.0.1:{mqtt_port}"),
+        ],
+        &[],
+    );
+    gateway
+        .eventually("/readyz answers 200", || async {
+            (gateway.get("/readyz").await.0 == StatusCode::OK).then_some(())
+        })
+        .await;
+    let mut desk =
+        Probe::connect(&format!("mqtt://127.0.0.1:{mqtt_port}"), &["bonker/bonk/+"]).await;
+    let response = gateway
+        .http
+        .post(gateway.url("/bonk?namespace=lab&severity=warning&message=hello"))
+        .send()
+        .await
+        .expect("POST /bonk");
+    assert_eq!(response.status(), StatusCode::OK);
+    let reply: Value = response.json().await.expect("json");
+    let message = desk.next().await;
+    assert_eq!(message.topic, "bonker/bonk/lab");
+    assert_eq!(message.json()["id"], reply["id"]);
+    assert_eq!(message.json()["summary"], "hello");
+}
+
+/// A real Alertmanager with `http_config.authorization` (Bearer, credentials_file) delivers to a
+/// gateway that requires the token: the docs' configuration works end to end.
+#[tokio::test]
+async fn a_real_alertmanager_with_a_bearer_token_bonks() {
+    let broker = TestBroker::start(BrokerKind::Mosquitto);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").expect("write token");
+    let gateway = Gateway::start(
+        &broker.url(),
+        &[
+            "--webhook-token-file",
+            token_file.to_str().expect("utf-8 path"),
+        ],
+        &[],
+    )
+    .await;
+    let mut desk = Probe::connect(&broker.url(), &["bonker/bonk/+"]).await;
+    let alertmanager = bonker_tests::TestAlertmanager::start(bonker_tests::AlertmanagerOptions {
+        webhook_urls: vec![gateway.url("/webhook")],
+        bearer_token: Some("s3cret-token".to_owned()),
+        ..Default::default()
+    });
+    alertmanager.add_alert(
+        &[
+            ("alertname", "OOMKilled"),
+            ("namespace", "payments"),
+            ("pod", "api-5"),
+        ],
+        &[("summary", "from a real Alertmanager")],
+    );
+    let message = desk.next().await;
+    assert_eq!(message.topic, "bonker/bonk/payments");
+    let bonk = message.json();
+    assert_eq!(
+        (bonk["pod"].as_str(), bonk["severity"].as_str()),
+        (Some("api-5"), Some("critical"))
+    );
+    assert_eq!(bonk["summary"], "from a real Alertmanager");
+    // Without the token: 401.
+    let (status, reply) = gateway.post("/webhook", &notification(vec![])).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{reply}");
+}
+
+/// SIGTERM: the request in flight still gets its answer, then the process exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_the_request_in_flight_then_exits_cleanly() {
+    // No broker: the webhook waits its full publish timeout, so it is surely in flight.
+    let mut gateway = Gateway::spawn(
+        &[
+            "--mqtt".to_owned(),
+            format!("mqtt://127.0.0.1:{}", free_port()),
+        ],
+        &[("BONKER_PUBLISH_TIMEOUT_MS", "1500")],
+    );
+    gateway
+        .eventually("the gateway listens", || async {
+            (gateway.get("/healthz").await.0 == StatusCode::OK).then_some(())
+        })
+        .await;
+    let body = notification(vec![alert(
+        "firing",
+        "fp-term",
+        oom_labels("payments", "api-4"),
+        json!({}),
+    )]);
+    let request = gateway
+        .http
+        .post(gateway.url("/webhook"))
+        .json(&body)
+        .send();
+    let in_flight = tokio::spawn(request);
+    let process = &mut gateway.process;
+    tokio::task::block_in_place(|| {
+        process.wait_for_line("webhook received", bonker_tests::DEADLINE)
+    });
+    gateway.process.signal(rustix::process::Signal::TERM);
+    let response = in_flight
+        .await
+        .expect("task")
+        .expect("the in-flight request is answered");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let process = &mut gateway.process;
+    let status = tokio::task::block_in_place(|| process.wait_exit(bonker_tests::DEADLINE));
+    assert!(status.success(), "{status}");
+}
+
+/// SIGTERM while connected: a clean MQTT DISCONNECT, exit 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_disconnects_from_the_broker_cleanly() {
+    let broker = TestBroker::start(BrokerKind::Mosquitto);
+    let mut gateway = Gateway::start(&broker.url(), &[], &[]).await;
+    gateway.process.signal(rustix::process::Signal::TERM);
+    let process = &mut gateway.process;
+    let status = tokio::task::block_in_place(|| process.wait_exit(bonker_tests::DEADLINE));
+    assert!(status.success(), "{status}");
+    assert!(
+        gateway
+            .process
+            .output()
+            .contains("disconnected from the MQTT broker"),
+        "{}",
+        gateway.process.output()
+    );
+}
+
+/// A bad configuration exits with code 2 and says what to fix, before binding any port.
+#[test]
+fn invalid_configuration_exits_2_before_binding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad_file = dir.path().join("gateway.toml");
+    std::fs::write(&bad_file, "publish_timeout = 5\n").expect("write");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--default-namespace".into(), "Bad_NS".into()],
+            "default_namespace",
+        ),
+        (vec!["--prefix".into(), "bonker/#".into()], "prefix"),
+        (vec!["--mqtt".into(), "http://broker".into()], "mqtt"),
+        (
+            vec![
+                "--config".into(),
+                dir.path().join("missing.toml").display().to_string(),
+            ],
+            "missing.toml",
+        ),
+        (
+            vec!["--config".into(), bad_file.display().to_string()],
+            "publish_timeout",
+        ),
+        (
+            vec!["--webhook-token-file".into(), "/nonexistent/token".into()],
+            "/nonexistent/token",
+        ),
+    ];
+    for (args, expected) in cases {
+        let port = free_port();
+        let output = Command::new(env!("CARGO_BIN_EXE_bonker-gateway"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(&args)
+            .output()
+            .expect("run bonker-gateway");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected {expected:?} in {stderr}"
+        );
+        // Nothing was bound.
+        std::net::TcpListener::bind(("127.0.0.1", port)).expect("port still free");
+    }
+}

@@ -96,7 +96,7 @@ fn settings_variables<T: Serialize + Default>(
                 return false;
             }
             let first = rest.split("__").next().unwrap_or(rest).to_ascii_lowercase();
-            let keep = known.iter().any(|k| *k == first);
+            let keep = known.contains(&first);
             if !keep {
                 tracing::warn!(variable = %key, "ignoring an environment variable that is not a setting");
             }

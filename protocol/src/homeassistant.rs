@@ -79,7 +79,8 @@ impl Component {
 pub struct Discovery {
     /// The platform.
     pub component: Component,
-    /// The entity's id within the desk (`bonk`, `bonks`, `last_bonk`, …).
+    /// The entity's id within the desk (`bonk`, `bonk_event`, `bonks`, `last_bonk`, …), unique
+    /// across components so `unique_id`s are too.
     pub object_id: &'static str,
     /// `<discovery_prefix>/<component>/<node_id>/<object_id>/config`.
     pub topic: String,
@@ -170,7 +171,7 @@ pub struct DeskDevice<'a> {
 /// Every entity a desk may announce, as (component, object_id): the list `--forget` clears.
 pub const ENTITIES: [(Component, &str); 8] = [
     (Component::Button, "bonk"),
-    (Component::Event, "bonk"),
+    (Component::Event, "bonk_event"),
     (Component::Sensor, "bonks"),
     (Component::Sensor, "last_bonk"),
     (Component::Sensor, "last_bonked"),
@@ -218,7 +219,7 @@ impl DeskDevice<'_> {
             ),
             self.entity(
                 Component::Event,
-                "bonk",
+                "bonk_event",
                 json!({
                     "name": "Bonk",
                     "icon": "mdi:hammer",
@@ -376,7 +377,7 @@ mod tests {
             topics,
             [
                 "homeassistant/button/bonker_alice/bonk/config",
-                "homeassistant/event/bonker_alice/bonk/config",
+                "homeassistant/event/bonker_alice/bonk_event/config",
                 "homeassistant/sensor/bonker_alice/bonks/config",
                 "homeassistant/sensor/bonker_alice/last_bonk/config",
                 "homeassistant/sensor/bonker_alice/last_bonked/config",
@@ -393,6 +394,11 @@ mod tests {
             .len(),
             messages.len()
         );
+        let unique_ids: std::collections::HashSet<&str> = messages
+            .iter()
+            .filter_map(|m| m.config["unique_id"].as_str())
+            .collect();
+        assert_eq!(unique_ids.len(), messages.len(), "unique ids are unique");
         for message in &messages {
             let levels: Vec<&str> = message.topic.split('/').collect();
             assert!(

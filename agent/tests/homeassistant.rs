@@ -1,0 +1,396 @@
+//! Home Assistant MQTT discovery against real brokers: what a desk announces, that the button
+//! bonks, that the event entity fires once per bonk, that a Home Assistant restart triggers a new
+//! announcement, and that `--forget` removes the desk.
+//!
+//! Home Assistant itself is not run here; instead the tests check every key its MQTT platforms
+//! require and render each sensor's value template (with minijinja, a Jinja2 engine) against the
+//! health reports the desk really published.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use bonker_tests::{BrokerKind, DEADLINE, Message, Probe, TestBroker};
+use common::{TestDesk, bonk, outcome, settings};
+use serde_json::{Value, json};
+
+const DISCOVERY: &str = "homeassistant/+/bonker_alice/+/config";
+
+/// Collects the desk's discovery configs, keyed by topic.
+async fn discovery(probe: &mut Probe, count: usize) -> BTreeMap<String, Message> {
+    let mut configs = BTreeMap::new();
+    while configs.len() < count {
+        let message = probe.next_on(|m| m.topic.ends_with("/config")).await;
+        configs.insert(message.topic.clone(), message);
+    }
+    configs
+}
+
+fn thermometer(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let path = dir.path().join("temp");
+    std::fs::write(&path, "47950\n").expect("write thermometer");
+    path
+}
+
+fn only_id_chars(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Renders a Home Assistant value template the way its MQTT platforms do: `value_json` is the
+/// parsed payload.
+fn render(template: &str, payload: &Value) -> String {
+    let mut environment = minijinja::Environment::new();
+    environment
+        .add_template("t", template)
+        .unwrap_or_else(|e| panic!("template {template:?} does not parse: {e}"));
+    environment
+        .get_template("t")
+        .and_then(|t| {
+            t.render(
+                minijinja::context! { value_json => minijinja::Value::from(minijinja::value::Serde(payload)) },
+            )
+        })
+        .unwrap_or_else(|e| panic!("template {template:?} does not render: {e}"))
+}
+
+/// Every entity is announced, retained, with the keys Home Assistant requires, ids made of
+/// `[a-zA-Z0-9_-]`, one device for the desk and availability bound to its status topic.
+async fn discovery_is_retained_and_complete(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(&broker.url(), "alice", &["payments"]);
+    s.soc_temp_file = thermometer(&dir);
+    let desk = TestDesk::start(s).await;
+    // A late subscriber gets every config from the broker's retained store.
+    let mut ha = Probe::connect(&broker.url(), &[DISCOVERY]).await;
+    let configs = discovery(&mut ha, 8).await;
+    let mut unique_ids = std::collections::HashSet::new();
+    for (topic, message) in &configs {
+        assert!(message.retain, "{kind}: {topic} must be retained");
+        let levels: Vec<&str> = topic.split('/').collect();
+        assert_eq!(levels.len(), 5, "{topic}");
+        assert!(
+            only_id_chars(levels[2]) && only_id_chars(levels[3]),
+            "{topic}"
+        );
+        let config = message.json();
+        let unique_id = config["unique_id"].as_str().expect("unique_id");
+        assert!(only_id_chars(unique_id), "{unique_id}");
+        assert!(
+            unique_ids.insert(unique_id.to_owned()),
+            "unique ids are unique"
+        );
+        assert!(config["name"].is_string(), "{topic}: name");
+        let device = &config["device"];
+        assert_eq!(device["identifiers"], json!(["bonker_alice"]), "{topic}");
+        assert_eq!(device["name"], "Tux at alice");
+        for key in ["model", "manufacturer", "sw_version"] {
+            assert!(device[key].is_string(), "{topic}: device.{key}");
+        }
+        assert_eq!(
+            config["availability"],
+            json!([{
+                "topic": "bonker/desk/alice/status",
+                "payload_available": "online",
+                "payload_not_available": "offline",
+            }]),
+            "{topic}"
+        );
+        match levels[1] {
+            "button" => {
+                assert_eq!(config["command_topic"], "bonker/desk/alice/bonk");
+                assert_eq!(config["payload_press"], r#"{"source":"homeassistant"}"#);
+            }
+            "sensor" => {
+                assert_eq!(config["state_topic"], "bonker/desk/alice/health", "{topic}");
+                assert!(config["value_template"].is_string(), "{topic}");
+            }
+            "event" => {
+                assert_eq!(config["state_topic"], "bonker/desk/alice/event");
+                assert_eq!(
+                    config["event_types"],
+                    json!(["critical", "warning", "info"])
+                );
+            }
+            other => panic!("unexpected component {other}"),
+        }
+    }
+    let sensor = |object: &str| {
+        configs[&format!("homeassistant/sensor/bonker_alice/{object}/config")].json()
+    };
+    assert_eq!(sensor("bonks")["state_class"], "total_increasing");
+    assert_eq!(sensor("last_bonk")["device_class"], "timestamp");
+    for diagnostic in ["uptime", "soc_temperature", "servo"] {
+        assert_eq!(
+            sensor(diagnostic)["entity_category"],
+            "diagnostic",
+            "{diagnostic}"
+        );
+    }
+    desk.stop().await;
+}
+
+/// The sensors' templates turn the desk's real health reports into the values Home Assistant
+/// shows: "None" (unknown) before the first bonk, then the count, time and namespace/pod.
+async fn sensor_templates_read_the_health_report(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(&broker.url(), "alice", &["payments"]);
+    s.soc_temp_file = thermometer(&dir);
+    let desk = TestDesk::start(s).await;
+    let mut ha = Probe::connect(&broker.url(), &[DISCOVERY]).await;
+    let configs = discovery(&mut ha, 8).await;
+    let template = |object: &str| {
+        configs[&format!("homeassistant/sensor/bonker_alice/{object}/config")].json()
+            ["value_template"]
+            .as_str()
+            .expect("value_template")
+            .to_owned()
+    };
+    let mut health = Probe::connect(&broker.url(), &["bonker/desk/alice/health"]).await;
+    let before = health.next().await.json();
+    assert_eq!(render(&template("bonks"), &before), "0", "{kind}");
+    assert_eq!(render(&template("last_bonk"), &before), "None");
+    assert_eq!(render(&template("last_bonked"), &before), "None");
+    assert_eq!(render(&template("soc_temperature"), &before), "48.0");
+    assert_eq!(render(&template("servo"), &before), "rest");
+    assert!(render(&template("uptime"), &before).parse::<u64>().is_ok());
+    let sender = Probe::connect(&broker.url(), &[]).await;
+    sender
+        .publish(
+            "bonker/bonk/payments",
+            json!({"id": "t", "pod": "api-7"}).to_string(),
+            false,
+        )
+        .await;
+    let after = health
+        .next_on(|m| m.json()["bonks_total"] == 1)
+        .await
+        .json();
+    assert_eq!(render(&template("bonks"), &after), "1");
+    assert_eq!(render(&template("last_bonked"), &after), "payments/api-7");
+    let last_bonk = render(&template("last_bonk"), &after);
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(&last_bonk).is_ok(),
+        "{kind}: a timestamp Home Assistant can parse: {last_bonk}"
+    );
+    let servo = &configs["homeassistant/sensor/bonker_alice/servo/config"].json();
+    let attributes = render(
+        servo["json_attributes_template"]
+            .as_str()
+            .expect("template"),
+        &after,
+    );
+    let attributes: Value = serde_json::from_str(&attributes).expect("attributes are JSON");
+    assert_eq!(attributes["driver"], "simulated");
+    desk.stop().await;
+}
+
+/// Pressing the button (publishing its payload to its command topic) bonks the desk, and the
+/// event entity's topic gets `{"event_type": …}` once per performed bonk, never retained.
+async fn the_button_bonks_and_each_bonk_fires_an_event(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let desk = TestDesk::start(settings(&broker.url(), "alice", &["payments"])).await;
+    let mut ha = Probe::connect(&broker.url(), &[DISCOVERY]).await;
+    let configs = discovery(&mut ha, 7).await;
+    let button = configs["homeassistant/button/bonker_alice/bonk/config"].json();
+    let event = configs["homeassistant/event/bonker_alice/bonk_event/config"].json();
+    let event_topic = event["state_topic"].as_str().expect("state_topic");
+    let mut events = Probe::connect(&broker.url(), &[event_topic]).await;
+    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/alice/ack"]).await;
+    let press = Probe::connect(&broker.url(), &[]).await;
+    press
+        .publish(
+            button["command_topic"].as_str().expect("command_topic"),
+            button["payload_press"].as_str().expect("payload_press"),
+            false,
+        )
+        .await;
+    assert_eq!(acks.next().await.json()["outcome"], "bonked", "{kind}");
+    let fired = events.next().await;
+    assert!(!fired.retain);
+    assert_eq!(fired.json()["event_type"], "critical", "{kind}");
+    for severity in ["warning", "info"] {
+        press
+            .publish("bonker/bonk/payments", bonk(severity, severity), false)
+            .await;
+        let fired = events.next().await.json();
+        assert_eq!(fired["event_type"], severity, "{kind}");
+        assert_eq!(fired["namespace"], "payments");
+    }
+    // A duplicate is not performed, so it fires no event: the next event is the sentinel's.
+    press
+        .publish("bonker/bonk/payments", bonk("warning", "warning"), false)
+        .await;
+    press
+        .publish("bonker/desk/alice/bonk", bonk("sentinel", "info"), false)
+        .await;
+    assert_eq!(events.next().await.json()["bonk_id"], "sentinel", "{kind}");
+    assert_eq!(
+        desk.bonk_moves(bonker_agent::config::DEFAULT_REST_US).len(),
+        4
+    );
+    desk.stop().await;
+}
+
+/// Home Assistant announcing itself (`homeassistant/status` = `online`) makes the desk publish
+/// its discovery again; anything else on that topic does not.
+async fn a_home_assistant_restart_triggers_a_new_announcement(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let desk = TestDesk::start(settings(&broker.url(), "alice", &["payments"])).await;
+    let mut ha = Probe::connect(&broker.url(), &[DISCOVERY]).await;
+    let first = discovery(&mut ha, 7).await;
+    assert!(first.values().all(|m| m.retain));
+    let home_assistant = Probe::connect(&broker.url(), &[]).await;
+    home_assistant
+        .publish("homeassistant/status", "offline", false)
+        .await;
+    home_assistant
+        .publish("homeassistant/status", "online", false)
+        .await;
+    let again = discovery(&mut ha, 7).await;
+    assert_eq!(
+        again.keys().collect::<Vec<_>>(),
+        first.keys().collect::<Vec<_>>(),
+        "{kind}"
+    );
+    for (topic, message) in &again {
+        assert_eq!(message.json(), first[topic].json(), "{kind}: {topic}");
+    }
+    // Exactly one announcement: the next thing on these topics is a sentinel.
+    home_assistant
+        .publish(
+            "homeassistant/sensor/bonker_alice/zz_sentinel/config",
+            "{}",
+            false,
+        )
+        .await;
+    assert!(ha.next().await.topic.contains("zz_sentinel"), "{kind}");
+    desk.stop().await;
+}
+
+/// With discovery off nothing is announced, not even on Home Assistant's birth message.
+async fn discovery_can_be_turned_off(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let mut ha = Probe::connect(&broker.url(), &["homeassistant/#"]).await;
+    let mut s = settings(&broker.url(), "alice", &["payments"]);
+    s.homeassistant.enabled = false;
+    let desk = TestDesk::start(s).await;
+    let home_assistant = Probe::connect(&broker.url(), &[]).await;
+    home_assistant
+        .publish("homeassistant/status", "online", false)
+        .await;
+    // Our own birth message comes back; then the sentinel, with nothing from the desk between.
+    home_assistant
+        .publish("homeassistant/zz_sentinel", "x", false)
+        .await;
+    let topics: Vec<String> = vec![ha.next().await.topic, ha.next().await.topic];
+    assert_eq!(
+        topics,
+        ["homeassistant/status", "homeassistant/zz_sentinel"],
+        "{kind}"
+    );
+    desk.stop().await;
+}
+
+/// `bonker-agent --forget` clears every retained discovery, status and health topic of the desk.
+async fn forget_clears_everything(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(&broker.url(), "alice", &["payments"]);
+    s.soc_temp_file = thermometer(&dir);
+    let desk = TestDesk::start(s).await;
+    let mut ha = Probe::connect(&broker.url(), &[DISCOVERY]).await;
+    discovery(&mut ha, 8).await;
+    desk.stop().await;
+    let mut retained = Probe::connect(&broker.url(), &["bonker/desk/alice/+"]).await;
+    assert_eq!(
+        retained.take(2).await.len(),
+        2,
+        "{kind}: status and health are retained"
+    );
+
+    let binary = env!("CARGO_BIN_EXE_bonker-agent");
+    let url = broker.url();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(binary)
+            .args(["--forget", "--desk", "alice", "--mqtt", &url])
+            .env("BONKER_LOG", "warn")
+            .output()
+    });
+    let output = tokio::time::timeout(DEADLINE, output)
+        .await
+        .expect("--forget finishes")
+        .expect("join")
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{kind}: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout.lines().count(), 10, "{kind}: {stdout}");
+
+    // A new subscriber to everything finds only a sentinel retained after --forget.
+    let sentinel = Probe::connect(&broker.url(), &[]).await;
+    sentinel.publish("zz/sentinel", "here", true).await;
+    let mut everything = Probe::connect(&broker.url(), &["#"]).await;
+    let first = everything.next().await;
+    assert_eq!(
+        first.topic, "zz/sentinel",
+        "{kind}: {} is still retained",
+        first.topic
+    );
+}
+
+/// After `--forget` the desk's persistent session is gone too: a bonk published while the desk
+/// is retired is not waiting for it if it is ever started again.
+async fn forget_drops_the_persistent_session(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let desk = TestDesk::start(settings(&broker.url(), "alice", &["payments"])).await;
+    desk.stop().await;
+    let url = broker.url();
+    let binary = env!("CARGO_BIN_EXE_bonker-agent");
+    let status = tokio::task::spawn_blocking(move || {
+        Command::new(binary)
+            .args(["--forget", "--desk", "alice", "--mqtt", &url])
+            .env("BONKER_LOG", "warn")
+            .status()
+    })
+    .await
+    .expect("join")
+    .expect("runs");
+    assert!(status.success());
+    let sender = Probe::connect(&broker.url(), &[]).await;
+    sender
+        .publish(
+            "bonker/bonk/payments",
+            bonk("while-retired", "critical"),
+            false,
+        )
+        .await;
+    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/alice/ack"]).await;
+    let desk = TestDesk::start(settings(&broker.url(), "alice", &["payments"])).await;
+    sender
+        .publish("bonker/desk/alice/bonk", bonk("sentinel", "info"), false)
+        .await;
+    assert_eq!(
+        outcome(&acks.next().await),
+        ("sentinel".into(), "bonked".into()),
+        "{kind}"
+    );
+    desk.stop().await;
+}
+
+for_both_brokers!(
+    discovery_is_retained_and_complete,
+    sensor_templates_read_the_health_report,
+    the_button_bonks_and_each_bonk_fires_an_event,
+    a_home_assistant_restart_triggers_a_new_announcement,
+    discovery_can_be_turned_off,
+    forget_clears_everything,
+    forget_drops_the_persistent_session,
+);

@@ -45,11 +45,15 @@ use crate::servo::worker::{MoveRequest, ServoReport, ServoWorker};
 /// acks and reports of a short outage.
 const REQUEST_QUEUE: usize = 256;
 
+// Shutdown budget: parking, `offline` and DISCONNECT together stay under the 15 s systemd allows
+// (TimeoutStopSec) before it kills the agent. Config validation keeps every move shorter than
+// MAX_MOVE_MS so the current move always fits.
+
 /// How long shutdown waits for the current move to finish and the arm to park.
-const PARK_TIMEOUT: Duration = Duration::from_secs(30);
+const PARK_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// How long shutdown waits for the broker to acknowledge `offline`.
-const OFFLINE_TIMEOUT: Duration = Duration::from_secs(5);
+const OFFLINE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long shutdown waits for the link to send DISCONNECT.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);

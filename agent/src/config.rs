@@ -53,6 +53,9 @@ pub const DEFAULT_MAX_STROKES: u32 = 3;
 pub const ABSOLUTE_MIN_US: u32 = 500;
 /// See [`ABSOLUTE_MIN_US`].
 pub const ABSOLUTE_MAX_US: u32 = 2500;
+/// The longest move allowed (`max_strokes` full strokes), in milliseconds, so that a move in
+/// progress always finishes within the agent's shutdown budget.
+pub const MAX_MOVE_MS: u64 = 6000;
 /// The GPIO pin of PWM channel 0 on the Pi 1–4 header (physical pin 12).
 pub const DEFAULT_GPIO_PIN: u8 = 18;
 
@@ -379,6 +382,13 @@ impl ServoConfig {
         if !(1..=10).contains(&max_strokes) {
             return Err(invalid(format!(
                 "servo.max_strokes = {max_strokes} must be between 1 and 10"
+            )));
+        }
+        let longest_move_ms = u64::from(max_strokes) * 2 * stroke_ms;
+        if longest_move_ms > MAX_MOVE_MS {
+            return Err(invalid(format!(
+                "servo.max_strokes = {max_strokes} strokes of 2 × servo.stroke_ms = {stroke_ms} \
+                 take {longest_move_ms} ms; keep them under {MAX_MOVE_MS} ms"
             )));
         }
         if pwm_channel > 3 {
@@ -747,6 +757,10 @@ mod tests {
             ("servo.min_us", |s| s.max_us = 3000),
             ("servo.wiggle_us", |s| s.wiggle_us = 600),
             ("servo.stroke_ms", |s| s.stroke_ms = 0),
+            ("servo.max_strokes", |s| {
+                s.max_strokes = 10;
+                s.stroke_ms = 1000;
+            }),
             ("servo.max_strokes", |s| s.max_strokes = 0),
             ("servo.pwm_channel", |s| s.pwm_channel = 4),
             ("servo.period_ms", |s| s.period_ms = 1),

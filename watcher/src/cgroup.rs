@@ -344,6 +344,19 @@ impl Ledger {
         expired
     }
 
+    /// Removes and returns the oldest counted kill still waiting: the likeliest cgroup of a
+    /// kernel-log kill that came without one (the counter was read between the kernel counting
+    /// the kill and printing it).
+    pub fn take_oldest_debit(&mut self) -> Option<Debit> {
+        let index = self
+            .debits
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, debit)| debit.at)
+            .map(|(index, _)| index)?;
+        Some(self.debits.remove(index))
+    }
+
     /// How many counted kills wait for a kernel log line.
     pub fn waiting_debits(&self) -> usize {
         self.debits.len()
@@ -448,6 +461,16 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(ledger.oldest_debit(), Some(start));
+        ledger.add_debit("/y", 1, start + Duration::from_secs(1));
+        assert_eq!(
+            ledger.take_oldest_debit().map(|d| d.path),
+            Some("/x".to_owned())
+        );
+        assert_eq!(
+            ledger.take_oldest_debit().map(|d| d.path),
+            Some("/y".to_owned())
+        );
+        ledger.add_debit("/x", 1, start);
         let expired =
             ledger.take_expired_debits(Duration::from_secs(2), start + Duration::from_secs(2));
         assert_eq!(expired.len(), 1);

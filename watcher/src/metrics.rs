@@ -65,6 +65,9 @@ pub struct Metrics {
     pub kernel_log_readable: Gauge,
     /// 1 while connected to the MQTT broker.
     pub mqtt_connected: Gauge,
+    /// Kill lines that came without a cgroup (the kernel rate-limits its OOM summaries), given
+    /// one by the counters.
+    pub kills_without_cgroup: Counter,
     /// Readings of the memory cgroup counters.
     pub cgroup_scans: Counter,
     /// Counted kills waiting for their kernel log line (reported from the counter when the grace
@@ -132,6 +135,12 @@ impl Metrics {
             "1 while connected to the MQTT broker",
             mqtt_connected.clone(),
         );
+        let kills_without_cgroup = Counter::default();
+        registry.register(
+            "kills_without_cgroup",
+            "Kernel kill lines without a cgroup (summary rate-limited by the kernel)",
+            kills_without_cgroup.clone(),
+        );
         let cgroup_scans = Counter::default();
         registry.register(
             "cgroup_scans",
@@ -162,6 +171,7 @@ impl Metrics {
             bonks_dropped,
             kernel_log_readable,
             mqtt_connected,
+            kills_without_cgroup,
             cgroup_scans,
             unexplained_counter_kills,
             detection_delay_seconds,

@@ -207,7 +207,10 @@ impl Watcher {
 
         let result = loop {
             let summary_deadline = self.summary_deadline;
+            // Biased: kernel log records already read are handled before the next counter
+            // reading, so a reading rarely sees a kill whose line is waiting in the queue.
             tokio::select! {
+                biased;
                 () = shutdown.cancelled() => break Ok(()),
                 read = next_read(&mut log) => match read {
                     Ok(read) => self.handle_read(read).await,
@@ -306,6 +309,19 @@ impl Watcher {
         {
             self.ledger
                 .kernel_kill(path, kill.memcg_is_ancestor, Instant::now());
+        }
+        if kill.task_memcg.is_none() && !before_baseline {
+            self.metrics.kills_without_cgroup.inc();
+        }
+        if kill.task_memcg.is_none()
+            && !before_baseline
+            && let Some(debit) = self.ledger.take_oldest_debit()
+        {
+            // The counters were read between the kernel counting this kill and printing it.
+            let mut kill = kill;
+            kill.task_memcg = Some(debit.path);
+            self.report_kernel_kill(kill, history).await;
+            return;
         }
         if kill.task_memcg.is_none() && self.hierarchy.is_some() && !before_baseline {
             // The counters will say where it happened, within one reading.

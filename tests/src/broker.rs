@@ -43,6 +43,8 @@ pub struct BrokerOptions {
     pub persistence: bool,
     /// Serve MQTT over TLS with this certificate and key (PEM files), instead of plain TCP.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Extra `mosquitto.conf` lines (mosquitto only), e.g. settings a guide recommends.
+    pub mosquitto_config: Option<String>,
 }
 
 /// A broker child process on a free loopback port. Killed when dropped.
@@ -137,6 +139,10 @@ impl TestBroker {
             self.options.mosquitto_acl.is_none(),
             "the bonker broker has no ACLs (see docs/brokers.md)"
         );
+        assert!(
+            self.options.mosquitto_config.is_none(),
+            "mosquitto.conf lines are for mosquitto"
+        );
         let mut config = String::new();
         let listen = format!("127.0.0.1:{}", self.port);
         if let Some((cert, key)) = &self.options.tls {
@@ -203,6 +209,10 @@ impl TestBroker {
             ));
         } else {
             config.push_str("persistence false\n");
+        }
+        if let Some(extra) = &self.options.mosquitto_config {
+            config.push_str(extra);
+            config.push('\n');
         }
         let path = dir.join("mosquitto.conf");
         std::fs::write(&path, config).expect("write mosquitto.conf");

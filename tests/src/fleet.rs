@@ -19,7 +19,28 @@ impl GatewayProcess {
     /// Starts a gateway on a free port, publishing to `mqtt_url`, with extra flags; returns once it
     /// is ready (`/readyz` answers 200: connected to the broker).
     pub async fn start(mqtt_url: &str, extra: &[&str]) -> GatewayProcess {
-        let port = free_port();
+        GatewayProcess::start_with(mqtt_url, extra, &[]).await
+    }
+
+    /// [`GatewayProcess::start`] with extra environment variables (`BONKER_…` settings).
+    pub async fn start_with(
+        mqtt_url: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> GatewayProcess {
+        let gateway = GatewayProcess::spawn(mqtt_url, free_port(), extra, env);
+        gateway.wait_ready().await;
+        gateway
+    }
+
+    /// Starts a gateway on `port` without waiting for it to be ready (its broker may be down, or
+    /// the test expects it to fail).
+    pub fn spawn(
+        mqtt_url: &str,
+        port: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> GatewayProcess {
         let mut command = Command::new(binary("bonker-gateway"));
         command
             .arg("--listen")
@@ -28,10 +49,21 @@ impl GatewayProcess {
             .arg(mqtt_url)
             .args(extra)
             .env("BONKER_LOG", "info,rumqttd=warn");
+        for (name, value) in env {
+            command.env(name, value);
+        }
         let process = ChildProcess::spawn("bonker-gateway", command);
-        let gateway = GatewayProcess { port, process };
-        gateway.wait_ready().await;
-        gateway
+        GatewayProcess { port, process }
+    }
+
+    /// The HTTP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The HTTP address, `127.0.0.1:<port>`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -86,7 +118,35 @@ impl AgentProcess {
         namespaces: &[&str],
         extra: &[&str],
     ) -> AgentProcess {
-        let mut status = Probe::connect(mqtt_url, &[&format!("bonker/desk/{desk}/status")]).await;
+        AgentProcess::start_with(
+            mqtt_url,
+            desk,
+            namespaces,
+            extra,
+            &[],
+            crate::ProbeOptions::default(),
+        )
+        .await
+    }
+
+    /// [`AgentProcess::start`] with extra environment variables (`BONKER_…` settings, applied
+    /// after the defaults so they win), watching for `online` with a probe connected with
+    /// `probe_options` (credentials, TLS).
+    pub async fn start_with(
+        mqtt_url: &str,
+        desk: &str,
+        namespaces: &[&str],
+        extra: &[&str],
+        env: &[(&str, &str)],
+        probe_options: crate::ProbeOptions,
+    ) -> AgentProcess {
+        let mut status = Probe::connect_with(
+            mqtt_url,
+            &[&format!("bonker/desk/{desk}/status")],
+            probe_options,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("status probe cannot connect to {mqtt_url}: {e}"));
         let mut command = Command::new(binary("bonker-agent"));
         command
             .arg("--desk")
@@ -98,6 +158,9 @@ impl AgentProcess {
             .args(extra)
             .env("BONKER_LOG", "info")
             .env("BONKER_SERVO__STROKE_MS", "20");
+        for (name, value) in env {
+            command.env(name, value);
+        }
         for namespace in namespaces {
             command.arg("--namespace").arg(namespace);
         }

@@ -9,6 +9,10 @@
 //!   with a deadline — tests wait for events, never for time;
 //! - [`alertmanager::TestAlertmanager`]: Debian's Alertmanager with a webhook route, alerts
 //!   injected with `amtool alert add`, optionally clustered as an HA pair;
+//! - [`proxy::RoundRobinProxy`]: a Kubernetes Service in miniature, in front of gateway replicas;
+//! - [`tls::TestCa`]: a throw-away CA and server certificate for TLS tests;
+//! - [`guides`]: the configuration the user guides recommend, read from `docs/`;
+//! - [`measure`]: resident memory of child processes, for soak and bad-input tests;
 //! - [`process`]: locating the workspace's binaries and running them as children that are killed
 //!   when the test ends, whatever happens.
 //!
@@ -17,14 +21,20 @@
 pub mod alertmanager;
 pub mod broker;
 pub mod fleet;
+pub mod guides;
+pub mod measure;
 pub mod probe;
 pub mod process;
+pub mod proxy;
+pub mod tls;
 
 pub use alertmanager::{AlertmanagerOptions, TestAlertmanager};
 pub use broker::{BrokerKind, BrokerOptions, TestBroker};
 pub use fleet::{AgentProcess, GatewayProcess};
 pub use probe::{Message, Probe, ProbeOptions};
 pub use process::{ChildProcess, binary, free_port};
+pub use proxy::RoundRobinProxy;
+pub use tls::TestCa;
 
 /// The default deadline for awaiting a message or a state: generous, because CI machines are
 /// slow and a test waits only as long as the event takes.

@@ -92,6 +92,13 @@ impl TestCa {
                 "server.pkcs8.key",
             ],
         );
+        // mosquitto started as root drops to its own user before it reads the key: let it.
+        use std::os::unix::fs::PermissionsExt as _;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755));
+        for file in ["ca.pem", "server.pem", "server.pkcs8.key"] {
+            let _ =
+                std::fs::set_permissions(path.join(file), std::fs::Permissions::from_mode(0o644));
+        }
         TestCa { dir }
     }
 

@@ -42,8 +42,9 @@ const MIN_MAX_BODY_BYTES: usize = 1024;
 const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// The gateway's configuration as written in `gateway.toml`, `BONKER_…` variables and flags.
-/// See `gateway/gateway.example.toml` for every key with its default.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// See `gateway/gateway.example.toml` for every key with its default. Its `Debug` output never
+/// shows a password or token.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     /// HTTP listen address.
@@ -253,8 +254,8 @@ impl Args {
     }
 }
 
-/// The validated settings the gateway runs on.
-#[derive(Debug, Clone)]
+/// The validated settings the gateway runs on. Its `Debug` output never shows a secret.
+#[derive(Clone)]
 pub struct Settings {
     /// HTTP listen address.
     pub listen: SocketAddr,
@@ -278,6 +279,71 @@ pub struct Settings {
     pub severity_overrides: HashMap<String, Severity>,
     /// The MQTT connection (already validated).
     pub mqtt: MqttSettings,
+}
+
+impl fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("listen", &self.listen)
+            .field("prefix", &self.prefix)
+            .field("default_namespace", &self.default_namespace)
+            .field("cluster", &self.cluster)
+            .field("publish_timeout_ms", &self.publish_timeout_ms)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("embedded_broker", &self.embedded_broker)
+            .field("embedded_broker_listen", &self.embedded_broker_listen)
+            .field("auth", &self.auth)
+            .field("dedupe", &self.dedupe)
+            .field("severity_overrides", &self.severity_overrides)
+            .field("mqtt", &RedactedMqtt(&self.mqtt))
+            .finish()
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("topics", &self.topics)
+            .field("default_namespace", &self.default_namespace)
+            .field("cluster", &self.cluster)
+            .field("publish_timeout", &self.publish_timeout)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("embedded_broker", &self.embedded_broker)
+            .field("credentials", &self.credentials)
+            .field("dedupe", &self.dedupe)
+            .field("severity_overrides", &self.severity_overrides)
+            .field("mqtt", &RedactedMqtt(&self.mqtt))
+            .finish()
+    }
+}
+
+/// `MqttSettings` for `Debug`, without the inline password.
+struct RedactedMqtt<'a>(&'a MqttSettings);
+
+impl fmt::Debug for RedactedMqtt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mqtt = self.0;
+        let password = if mqtt.password.is_some() {
+            "<redacted>"
+        } else {
+            "<unset>"
+        };
+        f.debug_struct("MqttSettings")
+            .field("url", &mqtt.url)
+            .field("client_id", &mqtt.client_id)
+            .field("username", &mqtt.username)
+            .field("password", &password)
+            .field("password_file", &mqtt.password_file)
+            .field("ca_file", &mqtt.ca_file)
+            .field("client_cert_file", &mqtt.client_cert_file)
+            .field("client_key_file", &mqtt.client_key_file)
+            .field("keep_alive_s", &mqtt.keep_alive_s)
+            .field("connect_timeout_s", &mqtt.connect_timeout_s)
+            .field("reconnect_min_ms", &mqtt.reconnect_min_ms)
+            .field("reconnect_max_ms", &mqtt.reconnect_max_ms)
+            .finish()
+    }
 }
 
 impl GatewayConfig {
@@ -682,19 +748,20 @@ mod tests {
                 basic_password: Some("pw-456".into()),
                 ..Default::default()
             },
+            mqtt: MqttSettings {
+                username: Some("gateway".into()),
+                password: Some("mqtt-pw".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
-        let text = format!("{:?}", config.auth);
-        assert!(
-            !text.contains("tok-123") && !text.contains("pw-456"),
-            "{text}"
-        );
+        let secrets = ["tok-123", "pw-456", "mqtt-pw"];
+        let text = format!("{config:?}");
+        assert!(secrets.iter().all(|s| !text.contains(s)), "{text}");
         let settings = config.validate().expect("valid");
-        let text = format!("{:?}", settings.credentials);
-        assert!(
-            !text.contains("tok-123") && !text.contains("pw-456"),
-            "{text}"
-        );
+        let text = format!("{settings:?}");
+        assert!(secrets.iter().all(|s| !text.contains(s)), "{text}");
+        assert!(text.contains("<redacted>"), "{text}");
     }
 
     #[test]

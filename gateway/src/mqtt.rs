@@ -17,6 +17,11 @@
 //!    meanwhile);
 //! 3. `Incoming::PubAck(pkid)` answers that waiter: the broker has the bonk.
 //!
+//! rumqttc writes at most 100 publishes ahead of the broker's PUBACKs and its request channel is
+//! bounded, so the task hands a publish over only while fewer than [`HANDOVER_LIMIT`] are between
+//! `try_publish` and the wire; the rest wait in order in the task's own bounded queue. A
+//! notification with thousands of alerts is thus paced, not refused.
+//!
 //! # Reconnects
 //! The gateway connects with a **clean session**. Its subscriptions are worth nothing offline (desk
 //! status and health are retained and arrive again on subscribe; acks missed while away only
@@ -26,7 +31,7 @@
 //! - on a connection error every waiter fails at once with [`PublishError::Disconnected`] (the
 //!   handler answers 503 and Alertmanager retries; a bonk that did reach the broker is recognised
 //!   by its stable id downstream);
-//! - while disconnected, publishes are not handed to rumqttc but parked (bounded) until the next
+//! - while disconnected, publishes are not handed to rumqttc but wait (bounded) for the next
 //!   `ConnAck` or until their HTTP request gives up, so the order of rumqttc's channel always
 //!   matches `unsent`;
 //! - on every `ConnAck` leftover requests of the old connection are cleared (rumqttc would
@@ -55,10 +60,14 @@ use crate::metrics::{AckLabels, Metrics};
 
 /// Publish requests waiting for the MQTT task.
 const COMMAND_QUEUE_CAPACITY: usize = 1024;
-/// rumqttc's request channel. Publishes beyond it fail fast with [`PublishError::QueueFull`].
+/// rumqttc's request channel.
 const CLIENT_REQUEST_CAPACITY: usize = 1024;
-/// Publishes parked while disconnected.
-const MAX_PARKED: usize = 1024;
+/// Most publishes handed to rumqttc and not yet written; leaves room in its channel for the
+/// subscriptions and the DISCONNECT.
+const HANDOVER_LIMIT: usize = CLIENT_REQUEST_CAPACITY - 24;
+/// Most publishes waiting in the task (disconnected, or rumqttc busy); beyond it they fail with
+/// [`PublishError::QueueFull`]. A 1 MiB notification holds at most a few thousand alerts.
+const MAX_WAITING: usize = 10_000;
 /// How long a clean DISCONNECT may take at shutdown.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -155,8 +164,8 @@ struct Waiter {
 /// Publishes in flight, by stage.
 #[derive(Default)]
 struct Inflight {
-    /// Received while disconnected; handed to rumqttc on the next ConnAck.
-    parked: VecDeque<PublishCommand>,
+    /// Not handed to rumqttc yet (disconnected, or [`HANDOVER_LIMIT`] reached), in order.
+    waiting: VecDeque<PublishCommand>,
     /// Handed to rumqttc, not yet written (no packet id yet), in channel order.
     unsent: VecDeque<Waiter>,
     /// Written, waiting for the PUBACK, by packet id.
@@ -164,19 +173,79 @@ struct Inflight {
 }
 
 impl Inflight {
+    /// Takes a new publish: hands it to rumqttc when it can go now, else queues it.
+    fn submit(
+        &mut self,
+        command: PublishCommand,
+        connected: bool,
+        client: &AsyncClient,
+        fleet: &Mutex<Fleet>,
+    ) {
+        // The HTTP request already gave up (and answered 503): publishing now would only surprise.
+        if command.reply.is_closed() {
+            return;
+        }
+        if connected && self.waiting.is_empty() && self.unsent.len() < HANDOVER_LIMIT {
+            self.hand_over(command, client, fleet);
+            return;
+        }
+        if self.waiting.len() >= MAX_WAITING {
+            self.waiting.retain(|c| !c.reply.is_closed());
+        }
+        if self.waiting.len() >= MAX_WAITING {
+            let _ = command.reply.send(Err(PublishError::QueueFull));
+        } else {
+            self.waiting.push_back(command);
+        }
+    }
+
+    /// Hands waiting publishes to rumqttc while there is room (call only while connected).
+    fn pump(&mut self, client: &AsyncClient, fleet: &Mutex<Fleet>) {
+        while self.unsent.len() < HANDOVER_LIMIT {
+            let Some(command) = self.waiting.pop_front() else {
+                break;
+            };
+            if !command.reply.is_closed() {
+                self.hand_over(command, client, fleet);
+            }
+        }
+    }
+
+    fn hand_over(&mut self, command: PublishCommand, client: &AsyncClient, fleet: &Mutex<Fleet>) {
+        let PublishCommand { outgoing, reply } = command;
+        let OutgoingBonk { topic, bonk } = outgoing;
+        match client.try_publish(topic.clone(), QoS::AtLeastOnce, false, bonk.to_json()) {
+            Ok(()) => {
+                lock(fleet).record_publish(
+                    bonk.id.clone(),
+                    PublishedBonk {
+                        at: Utc::now(),
+                        instant: std::time::Instant::now(),
+                        topic,
+                        namespace: bonk.namespace.clone(),
+                        severity: bonk.severity,
+                        source: bonk.source,
+                    },
+                );
+                self.unsent.push_back(Waiter { id: bonk.id, reply });
+            }
+            Err(_) => {
+                let _ = reply.send(Err(PublishError::QueueFull));
+            }
+        }
+    }
+
     fn fail_sent(&mut self, error: PublishError) {
-        for waiter in self
-            .unsent
-            .drain(..)
-            .chain(self.unacked.drain().map(|(_, w)| w))
-        {
+        let unsent = self.unsent.drain(..);
+        let unacked = self.unacked.drain().map(|(_, waiter)| waiter);
+        for waiter in unsent.chain(unacked) {
             let _ = waiter.reply.send(Err(error));
         }
     }
 
     fn fail_all(&mut self, error: PublishError) {
         self.fail_sent(error);
-        for command in self.parked.drain(..) {
+        for command in self.waiting.drain(..) {
             let _ = command.reply.send(Err(error));
         }
     }
@@ -300,18 +369,14 @@ impl MqttTask {
                 biased;
                 () = shutdown.cancelled() => return Step::Shutdown,
                 event = &mut poll => return Step::Event(event),
-                Some(command) = self.commands.recv() => submit(
-                    command,
-                    self.is_connected,
-                    &self.client,
-                    &mut self.inflight,
-                    &self.fleet,
-                ),
+                Some(command) = self.commands.recv() => {
+                    self.inflight.submit(command, self.is_connected, &self.client, &self.fleet);
+                }
             }
         }
     }
 
-    /// Waits `delay` (reconnect backoff), parking publish commands meanwhile. False on shutdown.
+    /// Waits `delay` (reconnect backoff), queueing publish commands meanwhile. False on shutdown.
     async fn wait(&mut self, delay: Duration, shutdown: &CancellationToken) -> bool {
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
@@ -320,13 +385,9 @@ impl MqttTask {
                 biased;
                 () = shutdown.cancelled() => return false,
                 () = &mut sleep => return true,
-                Some(command) = self.commands.recv() => submit(
-                    command,
-                    self.is_connected,
-                    &self.client,
-                    &mut self.inflight,
-                    &self.fleet,
-                ),
+                Some(command) = self.commands.recv() => {
+                    self.inflight.submit(command, self.is_connected, &self.client, &self.fleet);
+                }
             }
         }
     }
@@ -342,12 +403,17 @@ impl MqttTask {
                 }
             }
             Event::Incoming(Packet::SubAck(ack)) => self.subscribed(&ack),
-            Event::Outgoing(Outgoing::Publish(pkid)) => match self.inflight.unsent.pop_front() {
-                Some(waiter) => {
-                    self.inflight.unacked.insert(pkid, waiter);
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                match self.inflight.unsent.pop_front() {
+                    Some(waiter) => {
+                        self.inflight.unacked.insert(pkid, waiter);
+                    }
+                    None => {
+                        tracing::debug!(pkid, "a publish went out that no request is waiting for");
+                    }
                 }
-                None => tracing::debug!(pkid, "a publish went out that no request is waiting for"),
-            },
+                self.inflight.pump(&self.client, &self.fleet);
+            }
             Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
                 tracing::debug!(
                     pkid,
@@ -378,10 +444,7 @@ impl MqttTask {
         if let Err(error) = self.client.try_subscribe_many(filters) {
             tracing::warn!(%error, "cannot subscribe to the desk topics; the fleet view stays empty");
         }
-        let parked: Vec<PublishCommand> = self.inflight.parked.drain(..).collect();
-        for command in parked {
-            submit(command, true, &self.client, &mut self.inflight, &self.fleet);
-        }
+        self.inflight.pump(&self.client, &self.fleet);
     }
 
     fn connection_lost(&mut self, error: &ConnectionError) {
@@ -478,52 +541,6 @@ impl MqttTask {
         match clean {
             Ok(()) => tracing::info!("disconnected from the MQTT broker"),
             Err(_) => tracing::warn!("the MQTT broker did not take the DISCONNECT in time"),
-        }
-    }
-}
-
-/// Hands a publish to rumqttc, or parks it while disconnected.
-fn submit(
-    command: PublishCommand,
-    connected: bool,
-    client: &AsyncClient,
-    inflight: &mut Inflight,
-    fleet: &Mutex<Fleet>,
-) {
-    // The HTTP request already gave up (and answered 503): publishing now would only surprise.
-    if command.reply.is_closed() {
-        return;
-    }
-    if !connected {
-        if inflight.parked.len() >= MAX_PARKED {
-            inflight.parked.retain(|c| !c.reply.is_closed());
-        }
-        if inflight.parked.len() >= MAX_PARKED {
-            let _ = command.reply.send(Err(PublishError::QueueFull));
-        } else {
-            inflight.parked.push_back(command);
-        }
-        return;
-    }
-    let PublishCommand { outgoing, reply } = command;
-    let OutgoingBonk { topic, bonk } = outgoing;
-    match client.try_publish(topic.clone(), QoS::AtLeastOnce, false, bonk.to_json()) {
-        Ok(()) => {
-            lock(fleet).record_publish(
-                bonk.id.clone(),
-                PublishedBonk {
-                    at: Utc::now(),
-                    instant: std::time::Instant::now(),
-                    topic,
-                    namespace: bonk.namespace.clone(),
-                    severity: bonk.severity,
-                    source: bonk.source,
-                },
-            );
-            inflight.unsent.push_back(Waiter { id: bonk.id, reply });
-        }
-        Err(_) => {
-            let _ = reply.send(Err(PublishError::QueueFull));
         }
     }
 }

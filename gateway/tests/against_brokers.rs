@@ -524,6 +524,63 @@ async fn resubscribes_after_a_broker_restart(kind: BrokerKind) {
     );
 }
 
+/// Many webhooks at once, more bonks in flight than rumqttc's window of 100: every request gets
+/// its own PUBACKs (the correlation holds under load) and every bonk arrives exactly once.
+async fn concurrent_webhooks_are_each_confirmed_and_delivered_once(kind: BrokerKind) {
+    const REQUESTS: usize = 40;
+    const ALERTS_PER_REQUEST: usize = 5;
+    let broker = TestBroker::start(kind);
+    let mut subscriber = Probe::connect(&broker.url(), &["bonker/bonk/+"]).await;
+    let gateway = Gateway::start(&broker.url(), &[], &[]).await;
+    let mut requests = tokio::task::JoinSet::new();
+    let mut expected = std::collections::BTreeSet::new();
+    for request in 0..REQUESTS {
+        let alerts = (0..ALERTS_PER_REQUEST)
+            .map(|n| {
+                let fingerprint = format!("storm-{request}-{n}");
+                expected.insert(BonkId::for_alert(&fingerprint, STARTS_AT).to_string());
+                alert(
+                    "firing",
+                    &fingerprint,
+                    oom_labels("storm", &format!("pod-{n}")),
+                    json!({}),
+                )
+            })
+            .collect();
+        let post = gateway
+            .http
+            .post(gateway.url("/webhook"))
+            .json(&notification(alerts))
+            .send();
+        requests.spawn(async move {
+            let response = post.await.expect("answered");
+            let status = response.status();
+            (status, response.json::<Value>().await.expect("json"))
+        });
+    }
+    while let Some(joined) = requests.join_next().await {
+        let (status, reply) = joined.expect("request task");
+        assert_eq!(status, StatusCode::OK, "{kind}: {reply}");
+        assert_eq!(reply["published"], ALERTS_PER_REQUEST, "{kind}: {reply}");
+    }
+    let received: std::collections::BTreeSet<String> = subscriber
+        .take(REQUESTS * ALERTS_PER_REQUEST)
+        .await
+        .iter()
+        .map(|m| m.json()["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(received, expected, "{kind}");
+    let sentinel = Probe::connect(&broker.url(), &[]).await;
+    sentinel
+        .publish("bonker/bonk/zz-sentinel", "sentinel", false)
+        .await;
+    assert_eq!(
+        subscriber.next().await.topic,
+        "bonker/bonk/zz-sentinel",
+        "{kind}: a bonk arrived twice"
+    );
+}
+
 macro_rules! for_both_brokers {
     ($($name:ident),* $(,)?) => {
         mod bonker_broker {
@@ -550,6 +607,7 @@ for_both_brokers!(
     broker_down_gives_503_and_a_retry_after_it_is_back_bonks,
     fake_desk_acks_show_up_in_the_fleet_view,
     resubscribes_after_a_broker_restart,
+    concurrent_webhooks_are_each_confirmed_and_delivered_once,
 );
 
 /// `--embedded-broker`: one process is a broker and a gateway; MQTT clients use the broker too.

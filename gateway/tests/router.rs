@@ -226,6 +226,35 @@ async fn webhook_answers_200_once_the_broker_has_every_bonk() {
 }
 
 #[tokio::test]
+async fn thousands_of_alerts_in_one_notification_are_paced_not_refused() {
+    const ALERTS: usize = 3000;
+    let state = connected(GatewayConfig::default()).await;
+    let namespace = unique("storm");
+    let mut desk = Probe::connect(&broker_url(), &[&format!("bonker/bonk/{namespace}")]).await;
+    let alerts = (0..ALERTS)
+        .map(|n| {
+            alert(
+                "firing",
+                &format!("storm-{n}"),
+                json!({"namespace": namespace}),
+            )
+        })
+        .collect();
+    let body = notification(alerts).to_string();
+    assert!(body.len() < bonker_gateway::config::DEFAULT_MAX_BODY_BYTES);
+    let (status, reply) = send(&state, json_post("/webhook", body)).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["published"], ALERTS);
+    let ids: std::collections::HashSet<String> = desk
+        .take(ALERTS)
+        .await
+        .iter()
+        .map(|m| m.json()["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), ALERTS);
+}
+
+#[tokio::test]
 async fn resolved_only_and_empty_notifications_are_200_and_bonk_nothing() {
     let state = connected(GatewayConfig::default()).await;
     for alerts in [

@@ -203,6 +203,9 @@ impl TestBroker {
             config.push_str(&format!("acl_file {}\n", path.display()));
         }
         if self.options.persistence {
+            // mosquitto started as root drops to its own user before it writes its database.
+            use std::os::unix::fs::PermissionsExt as _;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777));
             config.push_str(&format!(
                 "persistence true\npersistence_location {}/\nautosave_interval 1\n",
                 dir.display()

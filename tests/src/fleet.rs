@@ -185,6 +185,25 @@ impl AgentProcess {
         }
     }
 
+    /// Every ack the agent logged so far, as (bonk id, outcome) in order: the agent's own account
+    /// of what it did with each bonk, which survives broker restarts that a probe would miss.
+    pub fn logged_acks(&self) -> Vec<(String, String)> {
+        self.process
+            .output()
+            .lines()
+            .map(strip_ansi)
+            .filter(|line| line.contains(" ack ") || line.contains(": ack "))
+            .filter_map(|line| {
+                let field = |name: &str| {
+                    line.split_whitespace()
+                        .find_map(|word| word.strip_prefix(name))
+                        .map(str::to_owned)
+                };
+                Some((field("bonk_id=")?, field("outcome=")?))
+            })
+            .collect()
+    }
+
     /// The desk name.
     pub fn desk(&self) -> &str {
         &self.desk
@@ -194,4 +213,22 @@ impl AgentProcess {
     pub fn process(&mut self) -> &mut ChildProcess {
         &mut self.process
     }
+}
+
+/// A log line without terminal colour codes.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

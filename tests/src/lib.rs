@@ -33,7 +33,7 @@ pub use broker::{BrokerKind, BrokerOptions, TestBroker};
 pub use fleet::{AgentProcess, GatewayProcess};
 pub use probe::{Message, Probe, ProbeOptions};
 pub use process::{ChildProcess, binary, free_port};
-pub use proxy::RoundRobinProxy;
+pub use proxy::{RoundRobinProxy, StallableLink};
 pub use tls::TestCa;
 
 /// The default deadline for awaiting a message or a state: generous, because CI machines are

@@ -72,3 +72,84 @@ impl Drop for RoundRobinProxy {
         self.task.abort();
     }
 }
+
+/// A TCP link to a broker whose replies can be held back: what a client sees when the network
+/// towards it stalls one way. Used to stop a gateway between "the broker has my bonk" and "I know
+/// the broker has my bonk" (its PUBACK never arrives), and kill it there.
+#[derive(Debug)]
+pub struct StallableLink {
+    addr: SocketAddr,
+    stalled: Arc<tokio::sync::watch::Sender<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StallableLink {
+    /// Listens on a free loopback port and forwards every connection to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> StallableLink {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind the link");
+        let addr = listener.local_addr().expect("link address");
+        let stalled = Arc::new(tokio::sync::watch::Sender::new(false));
+        let gate = stalled.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let Ok(outbound) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
+                let (mut client_read, mut client_write) = inbound.into_split();
+                let (mut upstream_read, mut upstream_write) = outbound.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut upstream_write).await;
+                });
+                let mut gate = gate.subscribe();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    loop {
+                        let Ok(read) = upstream_read.read(&mut buffer).await else {
+                            return;
+                        };
+                        if read == 0 || gate.wait_for(|stalled| !*stalled).await.is_err() {
+                            return;
+                        }
+                        if client_write.write_all(&buffer[..read]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        StallableLink {
+            addr,
+            stalled,
+            task,
+        }
+    }
+
+    /// `mqtt://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("mqtt://{}", self.addr)
+    }
+
+    /// Holds back everything the broker sends from now on (requests still go through).
+    pub fn stall_replies(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    /// Lets the broker's replies through again.
+    pub fn resume_replies(&self) {
+        self.stalled.send_replace(false);
+    }
+}
+
+impl Drop for StallableLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

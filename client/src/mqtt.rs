@@ -459,9 +459,9 @@ impl Backoff {
             .build()
     }
 
-    /// The delay before the next reconnect attempt.
+    /// The delay before the next reconnect attempt: never more than the maximum, jitter included.
     pub fn next_delay(&mut self) -> Duration {
-        self.delays.next().unwrap_or(self.max)
+        self.delays.next().unwrap_or(self.max).min(self.max)
     }
 
     /// Starts over from the shortest delay (call on every successful connection).

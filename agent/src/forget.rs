@@ -64,7 +64,10 @@ async fn clear(config: &AgentConfig) -> anyhow::Result<Vec<String>> {
                     client.try_disconnect().context("queue DISCONNECT")?;
                 }
             }
-            Event::Outgoing(Outgoing::Disconnect) => return Ok(topics),
+            Event::Outgoing(Outgoing::Disconnect) => {
+                crate::link::wait_for_close(&mut event_loop).await;
+                return Ok(topics);
+            }
             _ => {}
         }
     }

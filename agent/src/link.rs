@@ -109,6 +109,7 @@ pub fn spawn(
                     Some(LinkEvent::SubscribeSent { inflight })
                 }
                 Event::Outgoing(Outgoing::Disconnect) => {
+                    wait_for_close(&mut event_loop).await;
                     let _ = events.send(LinkEvent::Closed);
                     return;
                 }
@@ -121,4 +122,14 @@ pub fn spawn(
             }
         }
     })
+}
+
+/// How long to wait for the broker to close the connection after DISCONNECT.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// After DISCONNECT, waits (briefly) for the broker to close the connection, so the program
+/// exits only once the broker is done with it: a client that connects the same instant is then
+/// not caught in the broker's clean-up of this one.
+pub(crate) async fn wait_for_close(event_loop: &mut EventLoop) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, event_loop.poll()).await;
 }

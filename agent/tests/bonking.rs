@@ -3,7 +3,7 @@
 
 mod common;
 
-use bonker_tests::{BrokerKind, Probe, TestBroker};
+use bonker_tests::{BrokerKind, TestBroker};
 use common::{TestDesk, bonk, outcome, settings};
 use serde_json::json;
 
@@ -16,8 +16,8 @@ const TAP: u32 = bonker_agent::config::DEFAULT_TAP_US;
 async fn watched_namespace_bonks_once(kind: BrokerKind) {
     let broker = TestBroker::start(kind);
     let desk = TestDesk::start(settings(&broker.url(), "alice", &["payments", "checkout"])).await;
-    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/alice/ack"]).await;
-    let sender = Probe::connect(&broker.url(), &[]).await;
+    let mut acks = common::probe(&broker.url(), &["bonker/desk/alice/ack"]).await;
+    let sender = common::probe(&broker.url(), &[]).await;
     sender
         .publish("bonker/bonk/payments", bonk("b-1", "critical"), false)
         .await;
@@ -49,8 +49,8 @@ async fn watched_namespace_bonks_once(kind: BrokerKind) {
 async fn unwatched_namespace_is_ignored(kind: BrokerKind) {
     let broker = TestBroker::start(kind);
     let desk = TestDesk::start(settings(&broker.url(), "alice", &["payments"])).await;
-    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/+/ack"]).await;
-    let sender = Probe::connect(&broker.url(), &[]).await;
+    let mut acks = common::probe(&broker.url(), &["bonker/desk/+/ack"]).await;
+    let sender = common::probe(&broker.url(), &[]).await;
     sender
         .publish("bonker/bonk/checkout", bonk("not-mine", "critical"), false)
         .await;
@@ -76,8 +76,8 @@ async fn unwatched_namespace_is_ignored(kind: BrokerKind) {
 async fn every_namespace_and_the_desk_topic(kind: BrokerKind) {
     let broker = TestBroker::start(kind);
     let desk = TestDesk::start(settings(&broker.url(), "bob", &["+"])).await;
-    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/bob/ack"]).await;
-    let sender = Probe::connect(&broker.url(), &[]).await;
+    let mut acks = common::probe(&broker.url(), &["bonker/desk/bob/ack"]).await;
+    let sender = common::probe(&broker.url(), &[]).await;
     sender
         .publish("bonker/bonk/anything", bonk("ns", "info"), false)
         .await;
@@ -98,8 +98,8 @@ async fn every_namespace_and_the_desk_topic(kind: BrokerKind) {
 async fn duplicates_are_acked_not_performed(kind: BrokerKind) {
     let broker = TestBroker::start(kind);
     let desk = TestDesk::start(settings(&broker.url(), "alice", &["payments"])).await;
-    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/alice/ack"]).await;
-    let sender = Probe::connect(&broker.url(), &[]).await;
+    let mut acks = common::probe(&broker.url(), &["bonker/desk/alice/ack"]).await;
+    let sender = common::probe(&broker.url(), &[]).await;
     let payload = bonk("same-alert", "critical");
     sender
         .publish("bonker/bonk/payments", payload.clone(), false)
@@ -129,8 +129,8 @@ async fn bonks_over_the_rate_limit_are_acked_rate_limited(kind: BrokerKind) {
     s.rate_limit.max_bonks = 2;
     s.rate_limit.per_s = 3600;
     let desk = TestDesk::start(s).await;
-    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/alice/ack"]).await;
-    let sender = Probe::connect(&broker.url(), &[]).await;
+    let mut acks = common::probe(&broker.url(), &["bonker/desk/alice/ack"]).await;
+    let sender = common::probe(&broker.url(), &[]).await;
     for n in 0..4 {
         sender
             .publish(
@@ -163,8 +163,8 @@ async fn bonks_over_the_rate_limit_are_acked_rate_limited(kind: BrokerKind) {
 async fn stale_bonks_expire(kind: BrokerKind) {
     let broker = TestBroker::start(kind);
     let desk = TestDesk::start(settings(&broker.url(), "alice", &["payments"])).await;
-    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/alice/ack"]).await;
-    let sender = Probe::connect(&broker.url(), &[]).await;
+    let mut acks = common::probe(&broker.url(), &["bonker/desk/alice/ack"]).await;
+    let sender = common::probe(&broker.url(), &[]).await;
     let an_hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
     sender
         .publish(
@@ -206,8 +206,8 @@ async fn bad_payloads_never_stop_the_agent(kind: BrokerKind) {
     let mut s = settings(&broker.url(), "alice", &["payments"]);
     s.rate_limit.max_bonks = 100;
     let desk = TestDesk::start(s).await;
-    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/alice/ack"]).await;
-    let sender = Probe::connect(&broker.url(), &[]).await;
+    let mut acks = common::probe(&broker.url(), &["bonker/desk/alice/ack"]).await;
+    let sender = common::probe(&broker.url(), &[]).await;
     let payloads: Vec<Vec<u8>> = vec![
         b"{\"severity\": \"warning\"".to_vec(),
         vec![0xff, 0xfe, 0x00],
@@ -248,8 +248,8 @@ async fn bonks_published_while_away_are_performed_on_return(kind: BrokerKind) {
     let desk = TestDesk::start(settings(&broker.url(), "carol", &["payments"])).await;
     let recorder = desk.recorder.clone();
     desk.stop().await;
-    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/carol/ack"]).await;
-    let sender = Probe::connect(&broker.url(), &[]).await;
+    let mut acks = common::probe(&broker.url(), &["bonker/desk/carol/ack"]).await;
+    let sender = common::probe(&broker.url(), &[]).await;
     sender
         .publish(
             "bonker/bonk/payments",
@@ -295,7 +295,7 @@ async fn status_and_health_are_retained(kind: BrokerKind) {
     let mut s = settings(&broker.url(), "dave", &["payments", "checkout"]);
     s.soc_temp_file = thermometer;
     let desk = TestDesk::start(s).await;
-    let mut late = Probe::connect(&broker.url(), &["bonker/desk/dave/+"]).await;
+    let mut late = common::probe(&broker.url(), &["bonker/desk/dave/+"]).await;
     let mut seen = std::collections::HashMap::new();
     while seen.len() < 2 {
         let message = late.next().await;
@@ -311,7 +311,7 @@ async fn status_and_health_are_retained(kind: BrokerKind) {
     assert_eq!(health["servo"]["driver"], "simulated");
     assert_eq!(health["servo"]["state"], "rest");
     assert_eq!(health["soc_temp_c"], 51.2);
-    let sender = Probe::connect(&broker.url(), &[]).await;
+    let sender = common::probe(&broker.url(), &[]).await;
     sender
         .publish(
             "bonker/bonk/payments",
@@ -329,7 +329,7 @@ async fn status_and_health_are_retained(kind: BrokerKind) {
     desk.stop().await;
     let offline = late.next_on(|m| m.topic.ends_with("/status")).await;
     assert_eq!(offline.text(), "offline", "{kind}");
-    let mut later = Probe::connect(&broker.url(), &["bonker/desk/dave/status"]).await;
+    let mut later = common::probe(&broker.url(), &["bonker/desk/dave/status"]).await;
     let retained = later.next().await;
     assert_eq!(
         (retained.text().as_str(), retained.retain),
@@ -341,11 +341,11 @@ async fn status_and_health_are_retained(kind: BrokerKind) {
 /// A retained bonk (someone used `mosquitto_pub -r`) is never performed on (re)connect.
 async fn retained_bonks_are_not_replayed(kind: BrokerKind) {
     let broker = TestBroker::start(kind);
-    let sender = Probe::connect(&broker.url(), &[]).await;
+    let sender = common::probe(&broker.url(), &[]).await;
     sender
         .publish("bonker/bonk/payments", bonk("retained", "critical"), true)
         .await;
-    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/erin/ack"]).await;
+    let mut acks = common::probe(&broker.url(), &["bonker/desk/erin/ack"]).await;
     let desk = TestDesk::start(settings(&broker.url(), "erin", &["payments"])).await;
     let ack = acks.next().await;
     assert_eq!(

@@ -15,7 +15,7 @@ use bonker_tests::{BrokerKind, DEADLINE, Message, Probe, TestBroker};
 use common::{TestDesk, bonk, outcome, settings};
 use serde_json::{Value, json};
 
-const DISCOVERY: &str = "homeassistant/+/bonker_alice/+/config";
+const DISCOVERY: &str = "homeassistant/+/alice/+/config";
 
 /// Collects the desk's discovery configs, keyed by topic.
 async fn discovery(probe: &mut Probe, count: usize) -> BTreeMap<String, Message> {
@@ -65,7 +65,7 @@ async fn discovery_is_retained_and_complete(kind: BrokerKind) {
     s.soc_temp_file = thermometer(&dir);
     let desk = TestDesk::start(s).await;
     // A late subscriber gets every config from the broker's retained store.
-    let mut ha = Probe::connect(&broker.url(), &[DISCOVERY]).await;
+    let mut ha = common::probe(&broker.url(), &[DISCOVERY]).await;
     let configs = discovery(&mut ha, 8).await;
     let mut unique_ids = std::collections::HashSet::new();
     for (topic, message) in &configs {
@@ -118,9 +118,8 @@ async fn discovery_is_retained_and_complete(kind: BrokerKind) {
             other => panic!("unexpected component {other}"),
         }
     }
-    let sensor = |object: &str| {
-        configs[&format!("homeassistant/sensor/bonker_alice/{object}/config")].json()
-    };
+    let sensor =
+        |object: &str| configs[&format!("homeassistant/sensor/alice/{object}/config")].json();
     assert_eq!(sensor("bonks")["state_class"], "total_increasing");
     assert_eq!(sensor("last_bonk")["device_class"], "timestamp");
     for diagnostic in ["uptime", "soc_temperature", "servo"] {
@@ -141,16 +140,15 @@ async fn sensor_templates_read_the_health_report(kind: BrokerKind) {
     let mut s = settings(&broker.url(), "alice", &["payments"]);
     s.soc_temp_file = thermometer(&dir);
     let desk = TestDesk::start(s).await;
-    let mut ha = Probe::connect(&broker.url(), &[DISCOVERY]).await;
+    let mut ha = common::probe(&broker.url(), &[DISCOVERY]).await;
     let configs = discovery(&mut ha, 8).await;
     let template = |object: &str| {
-        configs[&format!("homeassistant/sensor/bonker_alice/{object}/config")].json()
-            ["value_template"]
+        configs[&format!("homeassistant/sensor/alice/{object}/config")].json()["value_template"]
             .as_str()
             .expect("value_template")
             .to_owned()
     };
-    let mut health = Probe::connect(&broker.url(), &["bonker/desk/alice/health"]).await;
+    let mut health = common::probe(&broker.url(), &["bonker/desk/alice/health"]).await;
     let before = health.next().await.json();
     assert_eq!(render(&template("bonks"), &before), "0", "{kind}");
     assert_eq!(render(&template("last_bonk"), &before), "None");
@@ -158,7 +156,7 @@ async fn sensor_templates_read_the_health_report(kind: BrokerKind) {
     assert_eq!(render(&template("soc_temperature"), &before), "48.0");
     assert_eq!(render(&template("servo"), &before), "rest");
     assert!(render(&template("uptime"), &before).parse::<u64>().is_ok());
-    let sender = Probe::connect(&broker.url(), &[]).await;
+    let sender = common::probe(&broker.url(), &[]).await;
     sender
         .publish(
             "bonker/bonk/payments",
@@ -177,7 +175,7 @@ async fn sensor_templates_read_the_health_report(kind: BrokerKind) {
         chrono::DateTime::parse_from_rfc3339(&last_bonk).is_ok(),
         "{kind}: a timestamp Home Assistant can parse: {last_bonk}"
     );
-    let servo = &configs["homeassistant/sensor/bonker_alice/servo/config"].json();
+    let servo = &configs["homeassistant/sensor/alice/servo/config"].json();
     let attributes = render(
         servo["json_attributes_template"]
             .as_str()
@@ -194,14 +192,14 @@ async fn sensor_templates_read_the_health_report(kind: BrokerKind) {
 async fn the_button_bonks_and_each_bonk_fires_an_event(kind: BrokerKind) {
     let broker = TestBroker::start(kind);
     let desk = TestDesk::start(settings(&broker.url(), "alice", &["payments"])).await;
-    let mut ha = Probe::connect(&broker.url(), &[DISCOVERY]).await;
+    let mut ha = common::probe(&broker.url(), &[DISCOVERY]).await;
     let configs = discovery(&mut ha, 7).await;
-    let button = configs["homeassistant/button/bonker_alice/bonk/config"].json();
-    let event = configs["homeassistant/event/bonker_alice/bonk_event/config"].json();
+    let button = configs["homeassistant/button/alice/bonk/config"].json();
+    let event = configs["homeassistant/event/alice/bonk_event/config"].json();
     let event_topic = event["state_topic"].as_str().expect("state_topic");
-    let mut events = Probe::connect(&broker.url(), &[event_topic]).await;
-    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/alice/ack"]).await;
-    let press = Probe::connect(&broker.url(), &[]).await;
+    let mut events = common::probe(&broker.url(), &[event_topic]).await;
+    let mut acks = common::probe(&broker.url(), &["bonker/desk/alice/ack"]).await;
+    let press = common::probe(&broker.url(), &[]).await;
     press
         .publish(
             button["command_topic"].as_str().expect("command_topic"),
@@ -241,10 +239,10 @@ async fn the_button_bonks_and_each_bonk_fires_an_event(kind: BrokerKind) {
 async fn a_home_assistant_restart_triggers_a_new_announcement(kind: BrokerKind) {
     let broker = TestBroker::start(kind);
     let desk = TestDesk::start(settings(&broker.url(), "alice", &["payments"])).await;
-    let mut ha = Probe::connect(&broker.url(), &[DISCOVERY]).await;
+    let mut ha = common::probe(&broker.url(), &[DISCOVERY]).await;
     let first = discovery(&mut ha, 7).await;
     assert!(first.values().all(|m| m.retain));
-    let home_assistant = Probe::connect(&broker.url(), &[]).await;
+    let home_assistant = common::probe(&broker.url(), &[]).await;
     home_assistant
         .publish("homeassistant/status", "offline", false)
         .await;
@@ -262,11 +260,7 @@ async fn a_home_assistant_restart_triggers_a_new_announcement(kind: BrokerKind) 
     }
     // Exactly one announcement: the next thing on these topics is a sentinel.
     home_assistant
-        .publish(
-            "homeassistant/sensor/bonker_alice/zz_sentinel/config",
-            "{}",
-            false,
-        )
+        .publish("homeassistant/sensor/alice/zz_sentinel/config", "{}", false)
         .await;
     assert!(ha.next().await.topic.contains("zz_sentinel"), "{kind}");
     desk.stop().await;
@@ -275,11 +269,11 @@ async fn a_home_assistant_restart_triggers_a_new_announcement(kind: BrokerKind) 
 /// With discovery off nothing is announced, not even on Home Assistant's birth message.
 async fn discovery_can_be_turned_off(kind: BrokerKind) {
     let broker = TestBroker::start(kind);
-    let mut ha = Probe::connect(&broker.url(), &["homeassistant/#"]).await;
+    let mut ha = common::probe(&broker.url(), &["homeassistant/#"]).await;
     let mut s = settings(&broker.url(), "alice", &["payments"]);
     s.homeassistant.enabled = false;
     let desk = TestDesk::start(s).await;
-    let home_assistant = Probe::connect(&broker.url(), &[]).await;
+    let home_assistant = common::probe(&broker.url(), &[]).await;
     home_assistant
         .publish("homeassistant/status", "online", false)
         .await;
@@ -303,10 +297,10 @@ async fn forget_clears_everything(kind: BrokerKind) {
     let mut s = settings(&broker.url(), "alice", &["payments"]);
     s.soc_temp_file = thermometer(&dir);
     let desk = TestDesk::start(s).await;
-    let mut ha = Probe::connect(&broker.url(), &[DISCOVERY]).await;
+    let mut ha = common::probe(&broker.url(), &[DISCOVERY]).await;
     discovery(&mut ha, 8).await;
     desk.stop().await;
-    let mut retained = Probe::connect(&broker.url(), &["bonker/desk/alice/+"]).await;
+    let mut retained = common::probe(&broker.url(), &["bonker/desk/alice/+"]).await;
     assert_eq!(
         retained.take(2).await.len(),
         2,
@@ -335,9 +329,9 @@ async fn forget_clears_everything(kind: BrokerKind) {
     assert_eq!(stdout.lines().count(), 10, "{kind}: {stdout}");
 
     // A new subscriber to everything finds only a sentinel retained after --forget.
-    let sentinel = Probe::connect(&broker.url(), &[]).await;
+    let sentinel = common::probe(&broker.url(), &[]).await;
     sentinel.publish("zz/sentinel", "here", true).await;
-    let mut everything = Probe::connect(&broker.url(), &["#"]).await;
+    let mut everything = common::probe(&broker.url(), &["#"]).await;
     let first = everything.next().await;
     assert_eq!(
         first.topic, "zz/sentinel",
@@ -364,7 +358,7 @@ async fn forget_drops_the_persistent_session(kind: BrokerKind) {
     .expect("join")
     .expect("runs");
     assert!(status.success());
-    let sender = Probe::connect(&broker.url(), &[]).await;
+    let sender = common::probe(&broker.url(), &[]).await;
     sender
         .publish(
             "bonker/bonk/payments",
@@ -372,7 +366,7 @@ async fn forget_drops_the_persistent_session(kind: BrokerKind) {
             false,
         )
         .await;
-    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/alice/ack"]).await;
+    let mut acks = common::probe(&broker.url(), &["bonker/desk/alice/ack"]).await;
     let desk = TestDesk::start(settings(&broker.url(), "alice", &["payments"])).await;
     sender
         .publish("bonker/desk/alice/bonk", bonk("sentinel", "info"), false)

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use bonker_tests::{BrokerKind, ChildProcess, DEADLINE, Probe, TestBroker, free_port};
+use bonker_tests::{BrokerKind, ChildProcess, DEADLINE, TestBroker, free_port};
 use common::{bonk, bonk_moves, outcome, read_record_file};
 use rustix::process::Signal;
 
@@ -28,7 +28,7 @@ fn agent_command(url: &str, desk: &str, record_file: &Path) -> Command {
 }
 
 async fn start_agent(url: &str, desk: &str, record_file: &Path) -> ChildProcess {
-    let mut status = Probe::connect(url, &[&format!("bonker/desk/{desk}/status")]).await;
+    let mut status = common::probe(url, &[&format!("bonker/desk/{desk}/status")]).await;
     let agent = ChildProcess::spawn("bonker-agent", agent_command(url, desk, record_file));
     status.next_on(|m| m.text() == "online").await;
     agent
@@ -39,12 +39,12 @@ async fn kill_9_makes_the_broker_publish_offline(kind: BrokerKind) {
     let broker = TestBroker::start(kind);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut agent = start_agent(&broker.url(), "frank", &dir.path().join("pulses")).await;
-    let mut status = Probe::connect(&broker.url(), &["bonker/desk/frank/status"]).await;
+    let mut status = common::probe(&broker.url(), &["bonker/desk/frank/status"]).await;
     assert_eq!(status.next().await.text(), "online", "{kind}");
     agent.kill();
     let will = status.next().await;
     assert_eq!(will.text(), "offline", "{kind}");
-    let mut late = Probe::connect(&broker.url(), &["bonker/desk/frank/status"]).await;
+    let mut late = common::probe(&broker.url(), &["bonker/desk/frank/status"]).await;
     let retained = late.next().await;
     assert_eq!(
         (retained.text().as_str(), retained.retain),
@@ -64,11 +64,11 @@ async fn sigterm_parks_the_arm_then_publishes_offline(kind: BrokerKind) {
     command
         .env("BONKER_SERVO__STROKE_MS", "300")
         .env("BONKER_RATE_LIMIT__MAX_BONKS", "100");
-    let mut status = Probe::connect(&broker.url(), &["bonker/desk/grace/status"]).await;
+    let mut status = common::probe(&broker.url(), &["bonker/desk/grace/status"]).await;
     let mut agent = ChildProcess::spawn("bonker-agent", command);
     status.next_on(|m| m.text() == "online").await;
-    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/grace/ack"]).await;
-    let sender = Probe::connect(&broker.url(), &[]).await;
+    let mut acks = common::probe(&broker.url(), &["bonker/desk/grace/ack"]).await;
+    let sender = common::probe(&broker.url(), &[]).await;
     sender
         .publish("bonker/bonk/payments", bonk("first", "critical"), false)
         .await;
@@ -115,8 +115,8 @@ async fn bonks_sent_while_crashed_are_performed_after_restart(kind: BrokerKind) 
     let record_file = dir.path().join("pulses");
     let mut agent = start_agent(&broker.url(), "heidi", &record_file).await;
     agent.kill();
-    let mut acks = Probe::connect(&broker.url(), &["bonker/desk/heidi/ack"]).await;
-    let sender = Probe::connect(&broker.url(), &[]).await;
+    let mut acks = common::probe(&broker.url(), &["bonker/desk/heidi/ack"]).await;
+    let sender = common::probe(&broker.url(), &[]).await;
     sender
         .publish("bonker/bonk/payments", bonk("meanwhile", "critical"), false)
         .await;
@@ -179,7 +179,9 @@ fn invalid_configuration_exits_2_and_names_the_problem() {
     std::fs::write(&file, "desk = \"ivan\"\n[servo]\nstrike = 1900\n").expect("write");
     let url = format!("mqtt://127.0.0.1:{}", free_port());
     let binary = env!("CARGO_BIN_EXE_bonker-agent");
-    let cases: Vec<(Vec<String>, Vec<(&str, &str)>, &str)> = vec![
+    // (flags, environment, what the message must mention)
+    type Case<'a> = (Vec<String>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec![], vec![], "--desk"),
         (vec!["--desk".into(), "bad desk".into()], vec![], "desk"),
         (

@@ -105,15 +105,21 @@ pub fn desk_event_topic(topics: &Topics, desk: &DeskId) -> String {
     format!("{}/desk/{desk}/event", topics.prefix())
 }
 
-/// The desk's discovery `node_id`: `bonker_<desk>`. Desk names use only `[a-zA-Z0-9_-]`, the
-/// characters Home Assistant allows, so no escaping is ever needed.
+/// The desk's discovery `node_id`: the desk name itself. Desk names use only `[a-zA-Z0-9_-]`, the
+/// characters Home Assistant allows, so no escaping is ever needed — and a broker ACL can confine
+/// a desk's credentials to `homeassistant/+/<desk>/#` with a username pattern.
 pub fn node_id(desk: &DeskId) -> String {
+    desk.to_string()
+}
+
+/// The device's identifier: `bonker_<desk>`, so it cannot collide with another integration's.
+pub fn device_identifier(desk: &DeskId) -> String {
     format!("bonker_{desk}")
 }
 
 /// An entity's `unique_id`: `bonker_<desk>_<object_id>`, stable across restarts and versions.
 pub fn unique_id(desk: &DeskId, object_id: &str) -> String {
-    format!("{}_{object_id}", node_id(desk))
+    format!("{}_{object_id}", device_identifier(desk))
 }
 
 /// The discovery topic of one entity.
@@ -323,7 +329,7 @@ impl DeskDevice<'_> {
             "payload_not_available": crate::Status::Offline.as_str(),
         }]);
         config["device"] = json!({
-            "identifiers": [node_id(self.desk)],
+            "identifiers": [device_identifier(self.desk)],
             "name": format!("Tux at {}", self.desk),
             "manufacturer": MANUFACTURER,
             "model": MODEL,
@@ -376,14 +382,14 @@ mod tests {
         assert_eq!(
             topics,
             [
-                "homeassistant/button/bonker_alice/bonk/config",
-                "homeassistant/event/bonker_alice/bonk_event/config",
-                "homeassistant/sensor/bonker_alice/bonks/config",
-                "homeassistant/sensor/bonker_alice/last_bonk/config",
-                "homeassistant/sensor/bonker_alice/last_bonked/config",
-                "homeassistant/sensor/bonker_alice/uptime/config",
-                "homeassistant/sensor/bonker_alice/soc_temperature/config",
-                "homeassistant/sensor/bonker_alice/servo/config",
+                "homeassistant/button/alice/bonk/config",
+                "homeassistant/event/alice/bonk_event/config",
+                "homeassistant/sensor/alice/bonks/config",
+                "homeassistant/sensor/alice/last_bonk/config",
+                "homeassistant/sensor/alice/last_bonked/config",
+                "homeassistant/sensor/alice/uptime/config",
+                "homeassistant/sensor/alice/soc_temperature/config",
+                "homeassistant/sensor/alice/servo/config",
             ]
         );
         assert_eq!(

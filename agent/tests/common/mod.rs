@@ -37,6 +37,27 @@ macro_rules! for_both_brokers {
     };
 }
 
+/// A probe subscribed to `filters`, connected right after another client went away.
+///
+/// The bonker broker (rumqttd 0.20) can drop a brand-new connection when it reuses the slot of a
+/// client that disconnected a moment before (its logs then say "no-connection id … is already
+/// gone" and "router-drop"). Real clients reconnect; a probe would fail the test, so this retries
+/// a connection that dies before its SUBACK, at most three times.
+pub async fn probe(url: &str, filters: &[&str]) -> Probe {
+    for _ in 0..3 {
+        let url = url.to_owned();
+        let filters: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
+        let attempt = tokio::spawn(async move {
+            let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
+            Probe::connect(&url, &filters).await
+        });
+        if let Ok(probe) = attempt.await {
+            return probe;
+        }
+    }
+    panic!("no probe could subscribe to {filters:?} at {url} in three attempts");
+}
+
 /// Settings for a test desk: fast strokes, no thermometer, the given broker.
 pub fn settings(url: &str, desk: &str, namespaces: &[&str]) -> Settings {
     let mut settings = Settings {
@@ -74,7 +95,7 @@ impl TestDesk {
         let config = AgentConfig::from_settings(settings).expect("valid test settings");
         let desk = config.desk.to_string();
         let status = config.topics.desk_status(&config.desk);
-        let mut watcher = Probe::connect(&config.mqtt.url, &[&status]).await;
+        let mut watcher = probe(&config.mqtt.url, &[&status]).await;
         let servo = SimulatedServo::with_recorder(&config.servo, recorder.clone())
             .expect("simulated servo");
         let (shutdown, stop) = oneshot::channel::<()>();

@@ -110,6 +110,11 @@ impl TestBroker {
         self.launch();
     }
 
+    /// The broker's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(ChildProcess::pid)
+    }
+
     /// The broker's output so far.
     pub fn output(&self) -> String {
         self.process

@@ -32,8 +32,8 @@ pub const MAX_PACKET_BYTES: usize = 256 * 1024;
 pub const DEFAULT_CONNECT_TIMEOUT_S: u64 = 5;
 
 /// The `[mqtt]` section of every program's config, also set by `--mqtt…` flags and
-/// `BONKER_MQTT__…` environment variables.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `BONKER_MQTT__…` environment variables. Its `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttSettings {
     /// `mqtt://host:port` or `mqtts://host:port` (TLS).
@@ -61,6 +61,25 @@ pub struct MqttSettings {
     pub reconnect_min_ms: u64,
     /// Longest reconnect delay, in milliseconds.
     pub reconnect_max_ms: u64,
+}
+
+impl std::fmt::Debug for MqttSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttSettings")
+            .field("url", &self.url)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_file", &self.password_file)
+            .field("ca_file", &self.ca_file)
+            .field("client_cert_file", &self.client_cert_file)
+            .field("client_key_file", &self.client_key_file)
+            .field("keep_alive_s", &self.keep_alive_s)
+            .field("connect_timeout_s", &self.connect_timeout_s)
+            .field("reconnect_min_ms", &self.reconnect_min_ms)
+            .field("reconnect_max_ms", &self.reconnect_max_ms)
+            .finish()
+    }
 }
 
 impl Default for MqttSettings {
@@ -567,6 +586,20 @@ mod tests {
         assert!(
             error.contains("mqtt.ca_file") && error.contains("/nonexistent/ca.pem"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let settings = MqttSettings {
+            username: Some("desk".into()),
+            password: Some("hunter2".into()),
+            ..Default::default()
+        };
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("<redacted>"),
+            "{shown}"
         );
     }
 

@@ -285,6 +285,54 @@ async fn bonks_published_while_away_are_performed_on_return(kind: BrokerKind) {
     desk.stop().await;
 }
 
+/// A Wi-Fi drop: the connection dies under a running agent, bonks are published meanwhile, and
+/// the agent performs them after it reconnects (persistent session), then announces `online` again.
+async fn bonks_published_during_a_network_drop_are_performed(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let proxy = common::Proxy::start(broker.port()).await;
+    let mut s = settings(&broker.url(), "judy", &["payments"]);
+    s.mqtt.url = proxy.url();
+    let desk = TestDesk::start(s).await;
+    let mut status = common::probe(&broker.url(), &["bonker/desk/judy/status"]).await;
+    assert_eq!(status.next().await.text(), "online");
+    let mut acks = common::probe(&broker.url(), &["bonker/desk/judy/ack"]).await;
+    proxy.cut();
+    // The broker noticed: it published the desk's last will.
+    assert_eq!(status.next().await.text(), "offline", "{kind}");
+    let sender = common::probe(&broker.url(), &[]).await;
+    sender
+        .publish(
+            "bonker/bonk/payments",
+            bonk("during-drop-1", "critical"),
+            false,
+        )
+        .await;
+    sender
+        .publish(
+            "bonker/desk/judy/bonk",
+            bonk("during-drop-2", "warning"),
+            false,
+        )
+        .await;
+    proxy.restore();
+    assert_eq!(status.next().await.text(), "online", "{kind}");
+    let mut outcomes = vec![outcome(&acks.next().await), outcome(&acks.next().await)];
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [
+            ("during-drop-1".into(), "bonked".into()),
+            ("during-drop-2".into(), "bonked".into())
+        ],
+        "{kind}"
+    );
+    assert_eq!(
+        desk.bonk_moves(REST),
+        vec![vec![STRIKE, REST], vec![TAP, REST]]
+    );
+    desk.stop().await;
+}
+
 /// Status is `online` (retained) while running and `offline` (retained) after a clean stop; health
 /// is retained JSON describing the desk.
 async fn status_and_health_are_retained(kind: BrokerKind) {
@@ -363,7 +411,34 @@ async fn retained_bonks_are_not_replayed(kind: BrokerKind) {
     desk.stop().await;
 }
 
+/// The broker restarts (losing everything, as the bonker broker and a mosquitto without
+/// persistence do): the desk reconnects on its own, announces itself again and bonks.
+async fn the_desk_comes_back_after_a_broker_restart(kind: BrokerKind) {
+    let mut broker = TestBroker::start(kind);
+    let desk = TestDesk::start(settings(&broker.url(), "ivy", &["payments"])).await;
+    broker.restart();
+    let mut status = common::probe(&broker.url(), &["bonker/desk/ivy/status"]).await;
+    status.next_on(|m| m.text() == "online").await;
+    let mut acks = common::probe(&broker.url(), &["bonker/desk/ivy/ack"]).await;
+    let sender = common::probe(&broker.url(), &[]).await;
+    sender
+        .publish(
+            "bonker/bonk/payments",
+            bonk("after-restart", "critical"),
+            false,
+        )
+        .await;
+    assert_eq!(
+        outcome(&acks.next().await),
+        ("after-restart".into(), "bonked".into()),
+        "{kind}"
+    );
+    desk.stop().await;
+}
+
 for_both_brokers!(
+    the_desk_comes_back_after_a_broker_restart,
+    bonks_published_during_a_network_drop_are_performed,
     watched_namespace_bonks_once,
     unwatched_namespace_is_ignored,
     every_namespace_and_the_desk_topic,

@@ -110,6 +110,12 @@ impl TestBroker {
         self.launch();
     }
 
+    /// The broker's working directory: its configuration files and, for mosquitto with
+    /// persistence, its database (`mosquitto.db`, written every second and at shutdown).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The broker's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(ChildProcess::pid)

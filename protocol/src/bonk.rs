@@ -410,12 +410,16 @@ fn apply_fields(bonk: &mut Bonk, fields: &Map<String, Value>, warnings: &mut Vec
                 None => warnings.push(wrong("a whole number of at least 1")),
             },
             "fired_at" | "sent_at" => {
-                match value
-                    .as_str()
-                    .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                {
+                // RFC 3339, plus whatever a serialised `Bonk` holds: chrono writes years outside
+                // 0000–9999 with a sign (`-0026-…`, `+10000-…`), which RFC 3339 cannot express.
+                match value.as_str().and_then(|s| {
+                    DateTime::parse_from_rfc3339(s)
+                        .map(|t| t.with_timezone(&Utc))
+                        .or_else(|_| s.parse::<DateTime<Utc>>())
+                        .ok()
+                }) {
                     Some(t) => {
-                        let t = Some(t.with_timezone(&Utc));
+                        let t = Some(t);
                         if key == "fired_at" {
                             bonk.fired_at = t;
                         } else {
@@ -560,6 +564,20 @@ mod tests {
         // It is the UUID v5 of "alert", the fingerprint and "2026-11-21T10:00:00.000Z", joined by
         // U+001F, in bonker's own UUID namespace.
         assert_eq!(a.as_str(), "b45bd9bc-3f7a-53f5-9ea7-0ac432383248");
+    }
+
+    #[test]
+    fn timestamps_outside_four_digit_years_survive_the_wire() {
+        // Found by fuzzing the webhook: Alertmanager's JSON decoder accepts such a `startsAt`, and
+        // the agent must read back exactly the bonk the gateway sent.
+        for text in ["-0026-11-21T11:56:15.345196839Z", "+10000-01-01T00:00:00Z"] {
+            let t: DateTime<Utc> = text.parse().expect("chrono reads its own format");
+            let mut bonk = Bonk::new(Source::Alertmanager, Severity::Critical);
+            bonk.fired_at = Some(t);
+            let parsed = Bonk::parse_lenient(&bonk.to_json());
+            assert!(parsed.warnings.is_empty(), "{text}: {:?}", parsed.warnings);
+            assert_eq!(parsed.bonk, bonk, "{text}");
+        }
     }
 
     #[test]

@@ -379,6 +379,70 @@ async fn forget_drops_the_persistent_session(kind: BrokerKind) {
     desk.stop().await;
 }
 
+/// mosquitto with the ACL from docs/home-assistant.md, verbatim: the desk announces itself, fires
+/// its events and is bonked by Home Assistant's button and by an `mqtt.publish` to a namespace.
+#[tokio::test]
+async fn everything_works_under_the_documented_acl() {
+    let acl = bonker_tests::guides::code_block_after("home-assistant.md", "Broker ACL");
+    let users = vec![
+        ("homeassistant".to_owned(), "ha-secret".to_owned()),
+        ("alice".to_owned(), "alice-secret".to_owned()),
+    ];
+    let broker = TestBroker::start_with(
+        BrokerKind::Mosquitto,
+        bonker_tests::BrokerOptions {
+            users: users.clone(),
+            mosquitto_acl: Some(acl),
+            ..Default::default()
+        },
+    );
+    let home_assistant = bonker_tests::ProbeOptions {
+        credentials: Some(users[0].clone()),
+        ..Default::default()
+    };
+    let mut s = settings(&broker.url(), "alice", &["payments"]);
+    s.mqtt.username = Some(users[1].0.clone());
+    s.mqtt.password = Some(users[1].1.clone());
+    let desk = TestDesk::start_watched(
+        s,
+        bonker_agent::servo::simulated::PulseRecorder::new(),
+        home_assistant.clone(),
+    )
+    .await;
+    let mut ha = common::probe_with(
+        &broker.url(),
+        &[
+            DISCOVERY,
+            "bonker/desk/alice/event",
+            "bonker/desk/alice/ack",
+        ],
+        home_assistant.clone(),
+    )
+    .await;
+    let configs = discovery(&mut ha, 7).await;
+    let button = configs["homeassistant/button/alice/bonk/config"].json();
+    ha.publish(
+        button["command_topic"].as_str().expect("command_topic"),
+        button["payload_press"].as_str().expect("payload_press"),
+        false,
+    )
+    .await;
+    let event = ha.next_on(|m| m.topic.ends_with("/event")).await.json();
+    assert_eq!(event["event_type"], "critical");
+    ha.publish(
+        "bonker/bonk/payments",
+        json!({"id": "from-a-script", "source": "homeassistant", "severity": "info"}).to_string(),
+        false,
+    )
+    .await;
+    let event = ha.next_on(|m| m.topic.ends_with("/event")).await.json();
+    assert_eq!(
+        (event["event_type"].as_str(), event["bonk_id"].as_str()),
+        (Some("info"), Some("from-a-script"))
+    );
+    desk.stop().await;
+}
+
 for_both_brokers!(
     discovery_is_retained_and_complete,
     sensor_templates_read_the_health_report,

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use bonker_agent::config::{AgentConfig, Settings};
 use bonker_agent::servo::simulated::{PulseRecord, PulseRecorder, SimulatedServo};
-use bonker_tests::{Message, Probe};
+use bonker_tests::{Message, Probe, ProbeOptions};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -44,12 +44,20 @@ macro_rules! for_both_brokers {
 /// gone" and "router-drop"). Real clients reconnect; a probe would fail the test, so this retries
 /// a connection that dies before its SUBACK, at most three times.
 pub async fn probe(url: &str, filters: &[&str]) -> Probe {
+    probe_with(url, filters, ProbeOptions::default()).await
+}
+
+/// [`probe`] with options (credentials, …).
+pub async fn probe_with(url: &str, filters: &[&str], options: ProbeOptions) -> Probe {
     for _ in 0..3 {
         let url = url.to_owned();
         let filters: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
+        let options = options.clone();
         let attempt = tokio::spawn(async move {
             let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
-            Probe::connect(&url, &filters).await
+            Probe::connect_with(&url, &filters, options)
+                .await
+                .unwrap_or_else(|e| panic!("probe cannot connect to {url}: {e}"))
         });
         if let Ok(probe) = attempt.await {
             return probe;
@@ -155,10 +163,20 @@ impl TestDesk {
 
     /// As [`TestDesk::start`], recording into `recorder` (to follow one servo across restarts).
     pub async fn start_with_recorder(settings: Settings, recorder: PulseRecorder) -> TestDesk {
+        TestDesk::start_watched(settings, recorder, ProbeOptions::default()).await
+    }
+
+    /// As [`TestDesk::start`], awaiting `online` with a watcher connected with `watcher` options
+    /// (credentials allowed to read the desk's status).
+    pub async fn start_watched(
+        settings: Settings,
+        recorder: PulseRecorder,
+        watcher: ProbeOptions,
+    ) -> TestDesk {
         let config = AgentConfig::from_settings(settings).expect("valid test settings");
         let desk = config.desk.to_string();
         let status = config.topics.desk_status(&config.desk);
-        let mut watcher = probe(&config.mqtt.url, &[&status]).await;
+        let mut watcher = probe_with(&config.mqtt.url, &[&status], watcher).await;
         let servo = SimulatedServo::with_recorder(&config.servo, recorder.clone())
             .expect("simulated servo");
         let (shutdown, stop) = oneshot::channel::<()>();

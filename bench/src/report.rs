@@ -1,0 +1,679 @@
+//! `docs/benchmarks.md`: the measured figures as Markdown tables, poured into a hand-written
+//! template (`bench/template.md`) so that regenerating the figures keeps the explanations.
+//!
+//! The template names each generated part as `{{name}}`; [`render`] replaces every one it knows
+//! and fails on one it does not, so a typo in the template cannot silently drop a table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use crate::delivery::Delivery;
+use crate::footprint::{AgentFootprint, BinarySize};
+use crate::latency::{ClosedLoop, WebhookLatency};
+use crate::machine::{Load, Machine};
+use crate::plot::{self, Series};
+use crate::stack::{BROKER_SETTINGS_NOTE, BrokerKind};
+use crate::stats::{ms, ratio};
+use crate::throughput::Cell;
+
+/// The hand-written part of the report.
+pub const TEMPLATE: &str = include_str!("../template.md");
+
+/// Targets, as the project set them for a two-core machine.
+pub mod targets {
+    use std::time::Duration;
+
+    /// Webhook POST → 200, median.
+    pub const WEBHOOK_P50: Duration = Duration::from_millis(1);
+    /// Closed loop p99 at 100 desks.
+    pub const CLOSED_LOOP_P99_100: Duration = Duration::from_millis(10);
+    /// Closed loop p99 at 1000 desks.
+    pub const CLOSED_LOOP_P99_1000: Duration = Duration::from_millis(50);
+    /// The embedded broker's latency over mosquitto's.
+    pub const BROKER_RATIO: f64 = 1.1;
+    /// Alerts per second ingested.
+    pub const ALERTS_PER_S: f64 = 20_000.0;
+    /// Agent resident memory when idle, KiB.
+    pub const AGENT_IDLE_RSS_KIB: u64 = 5 * 1024;
+}
+
+/// Everything one run measured.
+#[derive(Debug, Default)]
+pub struct Results {
+    /// The machine.
+    pub machine: Option<Machine>,
+    /// When the run started (UTC, RFC 3339).
+    pub date: String,
+    /// Load averages before the first and after the last measurement.
+    pub load_before: Option<Load>,
+    /// See `load_before`.
+    pub load_after: Option<Load>,
+    /// How long the run took.
+    pub took: Duration,
+    /// A quick run (small counts): not for publishing.
+    pub quick: bool,
+    /// Section 1.
+    pub webhook: Vec<WebhookLatency>,
+    /// Sections 2 and 3.
+    pub closed_loop: Vec<ClosedLoop>,
+    /// Section 4.
+    pub throughput: Vec<Cell>,
+    /// Section 5: sizes.
+    pub sizes: Vec<BinarySize>,
+    /// Section 5: the agent.
+    pub agent: Option<AgentFootprint>,
+    /// Section 6.
+    pub delivery: Vec<Delivery>,
+    /// The plot's file name, relative to the report.
+    pub plot_file: String,
+}
+
+/// Fills the template with `results`.
+pub fn render(template: &str, results: &Results) -> Result<String> {
+    let mut parts: BTreeMap<&str, String> = BTreeMap::new();
+    parts.insert("date", results.date.clone());
+    parts.insert("machine", machine(results));
+    parts.insert("targets", targets_table(results));
+    parts.insert("webhook", webhook_table(&results.webhook));
+    parts.insert("closed_loop", closed_loop_table(&results.closed_loop));
+    parts.insert("brokers", broker_table(&results.closed_loop));
+    parts.insert("plot", plot_link(results));
+    parts.insert("throughput", throughput_table(&results.throughput));
+    parts.insert(
+        "footprint",
+        footprint_tables(&results.sizes, results.agent.as_ref()),
+    );
+    parts.insert("delivery", delivery_table(&results.delivery));
+    parts.insert("broker_settings", BROKER_SETTINGS_NOTE.to_owned());
+    let mut out = String::with_capacity(template.len() * 2);
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find("}}") else {
+            bail!("an unclosed {{{{ in the template");
+        };
+        let name = rest[start + 2..start + end].trim();
+        match parts.get(name) {
+            Some(text) => out.push_str(text.trim_end()),
+            None => bail!("the template names an unknown part {{{{{name}}}}}"),
+        }
+        rest = &rest[start + end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The plot of closed-loop latency against fleet size, both brokers, p50 and p99.
+pub fn plot(closed_loop: &[ClosedLoop]) -> String {
+    let mut series = Vec::new();
+    for (broker, colour) in [
+        (BrokerKind::Bonker, "#1f77b4"),
+        (BrokerKind::Mosquitto, "#e07b00"),
+    ] {
+        let runs: Vec<&ClosedLoop> = closed_loop.iter().filter(|c| c.broker == broker).collect();
+        for (label, dashed, pick) in [
+            (
+                "p50",
+                false,
+                (|c: &ClosedLoop| c.closed_loop.p50) as fn(&ClosedLoop) -> Duration,
+            ),
+            ("p99", true, |c: &ClosedLoop| c.closed_loop.p99),
+        ] {
+            series.push(Series {
+                label: format!("{} {label}", broker.as_str()),
+                colour,
+                dashed,
+                points: runs
+                    .iter()
+                    .map(|c| (c.desks as f64, pick(c).as_secs_f64() * 1000.0))
+                    .collect(),
+            });
+        }
+    }
+    plot::latency_vs_fleet(
+        "Closed-loop latency against fleet size",
+        &series,
+        &[
+            (100.0, targets::CLOSED_LOOP_P99_100.as_secs_f64() * 1000.0),
+            (1000.0, targets::CLOSED_LOOP_P99_1000.as_secs_f64() * 1000.0),
+        ],
+    )
+}
+
+fn machine(results: &Results) -> String {
+    let mut text = String::new();
+    let load = |l: Option<Load>| l.map_or("unknown".to_owned(), |l| l.to_string());
+    if let Some(m) = &results.machine {
+        let _ = writeln!(text, "| | |\n|---|---|");
+        let _ = writeln!(text, "| CPU | {} |", m.cpu_model);
+        let _ = writeln!(text, "| cores | {} |", m.cores);
+        let _ = writeln!(text, "| memory | {} MiB |", m.memory_mib);
+        let _ = writeln!(text, "| kernel | Linux {} |", m.kernel);
+        let _ = writeln!(text, "| compiler | {} |", m.rustc);
+        let _ = writeln!(
+            text,
+            "| brokers | bonker-broker (rumqttd {}), {} |",
+            m.rumqttd, m.mosquitto
+        );
+        let _ = writeln!(text, "| MQTT client | rumqttc {} |", m.rumqttc);
+    }
+    let _ = writeln!(
+        text,
+        "| load average (1 / 5 / 15 min) | {} before, {} after |",
+        load(results.load_before),
+        load(results.load_after)
+    );
+    let _ = writeln!(text, "| run took | {:.0} s |", results.took.as_secs_f64());
+    if results.quick {
+        let _ = writeln!(
+            text,
+            "\n**This was a quick run (`--quick`, small counts): its figures are not for \
+             comparison.**"
+        );
+    }
+    text
+}
+
+fn yes_no(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "not measured",
+    }
+}
+
+fn per_broker<T>(
+    items: &[T],
+    broker_of: impl Fn(&T) -> BrokerKind,
+    describe: impl Fn(&T) -> String,
+) -> String {
+    let parts: Vec<String> = BrokerKind::BOTH
+        .iter()
+        .filter_map(|kind| {
+            items
+                .iter()
+                .find(|i| broker_of(i) == *kind)
+                .map(|i| format!("{} {}", kind.as_str(), describe(i)))
+        })
+        .collect();
+    if parts.is_empty() {
+        "–".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn targets_table(results: &Results) -> String {
+    let mut text = String::from("| target | measured | |\n|---|---|---|\n");
+    // Webhook p50.
+    let met = (!results.webhook.is_empty()).then(|| {
+        results
+            .webhook
+            .iter()
+            .all(|w| w.latency.p50 <= targets::WEBHOOK_P50)
+    });
+    let _ = writeln!(
+        text,
+        "| webhook POST → 200 p50 ≤ {} ms | {} | {} |",
+        ms(targets::WEBHOOK_P50),
+        per_broker(
+            &results.webhook,
+            |w| w.broker,
+            |w| format!("{} ms", ms(w.latency.p50))
+        ),
+        yes_no(met)
+    );
+    for (desks, target) in [
+        (100, targets::CLOSED_LOOP_P99_100),
+        (1000, targets::CLOSED_LOOP_P99_1000),
+    ] {
+        let runs: Vec<&ClosedLoop> = results
+            .closed_loop
+            .iter()
+            .filter(|c| c.desks == desks)
+            .collect();
+        let met = (!runs.is_empty()).then(|| runs.iter().all(|c| c.closed_loop.p99 <= target));
+        let _ = writeln!(
+            text,
+            "| closed loop p99 ≤ {} ms at {desks} desks | {} | {} |",
+            ms(target),
+            per_broker(
+                &runs,
+                |c| c.broker,
+                |c| format!("{} ms", ms(c.closed_loop.p99))
+            ),
+            yes_no(met)
+        );
+    }
+    let ratios = broker_ratios(&results.closed_loop);
+    let worst_p50 = ratios
+        .iter()
+        .map(|r| r.1)
+        .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
+    let worst_p99 = ratios
+        .iter()
+        .map(|r| r.2)
+        .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
+    let _ = writeln!(
+        text,
+        "| embedded broker within {:.1}× of mosquitto (closed loop, worst fleet size) | p50 {}, p99 {} | {} |",
+        targets::BROKER_RATIO,
+        worst_p50.map_or("–".to_owned(), |r| format!("{r:.2}×")),
+        worst_p99.map_or("–".to_owned(), |r| format!("{r:.2}×")),
+        yes_no(worst_p50.map(|r| r <= targets::BROKER_RATIO))
+    );
+    let best = |kind: BrokerKind| {
+        results
+            .throughput
+            .iter()
+            .filter(|c| c.spec.broker == kind && c.spec.desks > 0)
+            .map(|c| c.alerts_per_s)
+            .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))))
+    };
+    let best_all = BrokerKind::BOTH
+        .iter()
+        .filter_map(|k| best(*k))
+        .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
+    let _ = writeln!(
+        text,
+        "| ≥ {:.0} alerts/s ingested (desks attached, best configuration) | {} | {} |",
+        targets::ALERTS_PER_S,
+        BrokerKind::BOTH
+            .iter()
+            .filter_map(|k| best(*k).map(|v| format!("{} {v:.0}/s", k.as_str())))
+            .collect::<Vec<_>>()
+            .join(", "),
+        yes_no(best_all.map(|v| v >= targets::ALERTS_PER_S))
+    );
+    let _ = writeln!(
+        text,
+        "| agent idle RSS ≤ {} MiB | {} | {} |",
+        targets::AGENT_IDLE_RSS_KIB / 1024,
+        results.agent.as_ref().map_or("–".to_owned(), |a| format!(
+            "{:.2} MiB",
+            mib(a.idle_rss_kib)
+        )),
+        yes_no(
+            results
+                .agent
+                .as_ref()
+                .map(|a| a.idle_rss_kib <= targets::AGENT_IDLE_RSS_KIB)
+        )
+    );
+    let _ = writeln!(
+        text,
+        "| no lost bonks: 100 concurrent webhooks → exactly 100 bonks and 100 acks per desk | {} | {} |",
+        per_broker(
+            &results.delivery,
+            |d| d.broker,
+            |d| if d.exact() {
+                "exact".to_owned()
+            } else {
+                "NOT exact".to_owned()
+            }
+        ),
+        yes_no(
+            (!results.delivery.is_empty()).then(|| results.delivery.iter().all(Delivery::exact))
+        )
+    );
+    text
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn webhook_table(runs: &[WebhookLatency]) -> String {
+    if runs.is_empty() {
+        return "Not measured in this run.".to_owned();
+    }
+    let mut text = String::from(
+        "| broker | desks attached | requests | p50 ms | p90 ms | p99 ms | max ms | non-200 |\n\
+         |---|--:|--:|--:|--:|--:|--:|--:|\n",
+    );
+    for w in runs {
+        let _ = writeln!(
+            text,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            w.broker.as_str(),
+            w.desks,
+            w.latency.count,
+            ms(w.latency.p50),
+            ms(w.latency.p90),
+            ms(w.latency.p99),
+            ms(w.latency.max),
+            w.failures
+        );
+    }
+    text
+}
+
+fn closed_loop_table(runs: &[ClosedLoop]) -> String {
+    if runs.is_empty() {
+        return "Not measured in this run.".to_owned();
+    }
+    let mut text = String::from(
+        "| desks | broker | rounds | POST → 200 p50 ms | closed loop p50 ms | p90 ms | p99 ms | \
+         max ms | first → last ack p50 ms | p99 ms | not `bonked` | fleet online after |\n\
+         |--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+    );
+    for c in runs {
+        let _ = writeln!(
+            text,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
+            c.desks,
+            c.broker.as_str(),
+            c.closed_loop.count,
+            ms(c.webhook.p50),
+            ms(c.closed_loop.p50),
+            ms(c.closed_loop.p90),
+            ms(c.closed_loop.p99),
+            ms(c.closed_loop.max),
+            ms(c.skew.p50),
+            ms(c.skew.p99),
+            c.not_bonked,
+            c.fleet_start.as_secs_f64()
+        );
+    }
+    text.push_str(
+        "\nCPU time per round, by process (kernel accounting over the measured rounds, the pause \
+         after each round included, so the trailing health reports and events are counted too):\n\n\
+         | desks | broker | gateway ms | broker ms | desks ms | harness ms | all ms |\n\
+         |--:|---|--:|--:|--:|--:|--:|\n",
+    );
+    for c in runs {
+        let cpu = |name: &str| {
+            c.cpu_per_round
+                .iter()
+                .find(|(n, _)| n == name || (name == "broker" && n == c.broker.as_str()))
+                .map(|(_, d)| *d)
+        };
+        let cell = |d: Option<Duration>| d.map_or("–".to_owned(), ms);
+        let all: Duration = c.cpu_per_round.iter().map(|(_, d)| *d).sum();
+        let _ = writeln!(
+            text,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            c.desks,
+            c.broker.as_str(),
+            cell(cpu("gateway")),
+            cell(cpu("broker")),
+            cell(cpu("desks")),
+            cell(cpu("harness")),
+            ms(all)
+        );
+    }
+    text
+}
+
+/// `(desks, p50 ratio, p99 ratio)` of bonker-broker over mosquitto for each fleet size run on
+/// both.
+fn broker_ratios(runs: &[ClosedLoop]) -> Vec<(usize, f64, f64)> {
+    let mut ratios = Vec::new();
+    for bonker in runs.iter().filter(|c| c.broker == BrokerKind::Bonker) {
+        if let Some(mosquitto) = runs
+            .iter()
+            .find(|c| c.broker == BrokerKind::Mosquitto && c.desks == bonker.desks)
+        {
+            let r = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+            ratios.push((
+                bonker.desks,
+                r(bonker.closed_loop.p50, mosquitto.closed_loop.p50),
+                r(bonker.closed_loop.p99, mosquitto.closed_loop.p99),
+            ));
+        }
+    }
+    ratios
+}
+
+fn broker_table(runs: &[ClosedLoop]) -> String {
+    let mut text = String::from(
+        "| desks | POST → 200 p50 ms (bonker-broker / mosquitto) | ratio | closed loop p50 ms \
+         (bonker-broker / mosquitto) | ratio | closed loop p99 ms (bonker-broker / mosquitto) | \
+         ratio |\n|--:|--:|--:|--:|--:|--:|--:|\n",
+    );
+    let mut any = false;
+    for bonker in runs.iter().filter(|c| c.broker == BrokerKind::Bonker) {
+        let Some(mosquitto) = runs
+            .iter()
+            .find(|c| c.broker == BrokerKind::Mosquitto && c.desks == bonker.desks)
+        else {
+            continue;
+        };
+        any = true;
+        let _ = writeln!(
+            text,
+            "| {} | {} / {} | {} | {} / {} | {} | {} / {} | {} |",
+            bonker.desks,
+            ms(bonker.webhook.p50),
+            ms(mosquitto.webhook.p50),
+            ratio(bonker.webhook.p50, mosquitto.webhook.p50),
+            ms(bonker.closed_loop.p50),
+            ms(mosquitto.closed_loop.p50),
+            ratio(bonker.closed_loop.p50, mosquitto.closed_loop.p50),
+            ms(bonker.closed_loop.p99),
+            ms(mosquitto.closed_loop.p99),
+            ratio(bonker.closed_loop.p99, mosquitto.closed_loop.p99),
+        );
+    }
+    if !any {
+        return "Not measured on both brokers in this run.".to_owned();
+    }
+    text.push_str("\nA ratio above 1 means the embedded broker is slower.\n");
+    text
+}
+
+fn plot_link(results: &Results) -> String {
+    if results.closed_loop.is_empty() {
+        return "Not measured in this run.".to_owned();
+    }
+    format!(
+        "![Closed-loop latency against fleet size, p50 and p99, both brokers]({})",
+        results.plot_file
+    )
+}
+
+fn throughput_table(cells: &[Cell]) -> String {
+    if cells.is_empty() {
+        return "Not measured in this run.".to_owned();
+    }
+    let mut text = String::from(
+        "| broker | senders | alerts per notification | desks | gateway log | alerts/s | \
+         notifications/s | non-200 | CPU gateway | CPU broker | CPU desks | CPU harness | gateway \
+         peak RSS | acks owed / seen | acks done after |\n\
+         |---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+    );
+    for c in cells {
+        let cpu = |name: &str| {
+            c.cpu
+                .iter()
+                .find(|s| {
+                    s.name == name
+                        || (name == "broker"
+                            && (s.name == "bonker-broker" || s.name == "mosquitto"))
+                })
+                .map_or("–".to_owned(), |s| format!("{:.0} %", s.percent_of_core))
+        };
+        let _ = writeln!(
+            text,
+            "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {:.1} MiB | {} / {} | {} |",
+            c.spec.broker.as_str(),
+            c.spec.senders,
+            c.spec.alerts_per_notification,
+            c.spec.desks,
+            c.spec.gateway_log.as_deref().unwrap_or("info (default)"),
+            c.alerts_per_s,
+            c.requests_per_s,
+            c.failures,
+            cpu("gateway"),
+            cpu("broker"),
+            cpu("desks"),
+            cpu("harness"),
+            mib(c.gateway_peak_rss_kib),
+            c.acks_owed,
+            c.acks_seen,
+            c.ack_drain
+                .map_or("not within 30 s".to_owned(), |d| format!(
+                    "{:.1} s",
+                    d.as_secs_f64()
+                )),
+        );
+    }
+    text.push_str(
+        "\nCPU is the share of one core each process used during the measured window \
+         (the machine has two: 200 % in all).\n",
+    );
+    text
+}
+
+fn footprint_tables(sizes: &[BinarySize], agent: Option<&AgentFootprint>) -> String {
+    let mut text = String::new();
+    if !sizes.is_empty() {
+        text.push_str("| program | size (release, stripped) |\n|---|--:|\n");
+        for size in sizes {
+            let _ = writeln!(
+                text,
+                "| `{}` | {} |",
+                size.name,
+                size.bytes.map_or("not built".to_owned(), |b| format!(
+                    "{:.2} MiB ({b} bytes)",
+                    b as f64 / 1024.0 / 1024.0
+                ))
+            );
+        }
+    }
+    if let Some(a) = agent {
+        let _ = writeln!(
+            text,
+            "\n| agent (`bonker-agent` process, simulated servo) | |\n|---|--:|\n\
+             | RSS idle (after {:.0} s idle) | {:.2} MiB |\n\
+             | CPU while idle for {:.0} s | {:.0} ms ({:.3} % of a core) |\n\
+             | RSS after {} bonks at {:.0}/s | {:.2} MiB |\n\
+             | peak RSS (VmHWM) | {:.2} MiB |\n\
+             | CPU at {:.0} bonks/s | {:.0} ms over {:.1} s ({:.2} % of a core) |",
+            a.idle_for.as_secs_f64(),
+            mib(a.idle_rss_kib),
+            a.idle_for.as_secs_f64(),
+            a.idle_cpu.as_secs_f64() * 1000.0,
+            a.idle_cpu.as_secs_f64() / a.idle_for.as_secs_f64().max(1e-9) * 100.0,
+            a.bonks,
+            a.bonks_per_s,
+            mib(a.busy_rss_kib),
+            mib(a.peak_rss_kib),
+            a.bonks_per_s,
+            a.busy_cpu.as_secs_f64() * 1000.0,
+            a.busy_for.as_secs_f64(),
+            a.busy_cpu.as_secs_f64() / a.busy_for.as_secs_f64().max(1e-9) * 100.0,
+        );
+    }
+    if text.is_empty() {
+        return "Not measured in this run.".to_owned();
+    }
+    text
+}
+
+fn delivery_table(runs: &[Delivery]) -> String {
+    if runs.is_empty() {
+        return "Not measured in this run.".to_owned();
+    }
+    let mut text = String::from(
+        "| broker | concurrent webhooks | desks | answered 200 | bonks published | bonks on the \
+         topic (messages) | acks per desk (min – max) | duplicate acks | ack outcomes | last ack \
+         after | exact |\n|---|--:|--:|--:|--:|--:|--:|--:|---|--:|---|\n",
+    );
+    for d in runs {
+        let outcomes: Vec<String> = d
+            .outcomes
+            .iter()
+            .map(|(outcome, n)| format!("{outcome} {n}"))
+            .collect();
+        let _ = writeln!(
+            text,
+            "| {} | {} | {} | {} | {} | {} ({}) | {} – {} | {} | {} | {} ms | {} |",
+            d.broker.as_str(),
+            d.webhooks,
+            d.desks,
+            d.answered_ok,
+            d.published,
+            d.bonks_on_topic,
+            d.bonk_messages,
+            d.min_acked_per_desk,
+            d.max_acked_per_desk,
+            d.duplicate_acks,
+            outcomes.join(", "),
+            ms(d.took),
+            if d.exact() { "yes" } else { "**no**" }
+        );
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Summary;
+
+    fn closed(broker: BrokerKind, desks: usize, p50_ms: u64, p99_ms: u64) -> ClosedLoop {
+        let summary = Summary {
+            count: 100,
+            p50: Duration::from_millis(p50_ms),
+            p90: Duration::from_millis(p99_ms),
+            p99: Duration::from_millis(p99_ms),
+            max: Duration::from_millis(p99_ms),
+        };
+        ClosedLoop {
+            broker,
+            desks,
+            webhook: summary,
+            closed_loop: summary,
+            skew: summary,
+            not_bonked: 0,
+            fleet_start: Duration::from_secs(1),
+            cpu_per_round: vec![("gateway".to_owned(), Duration::from_micros(300))],
+        }
+    }
+
+    #[test]
+    fn the_template_is_filled_and_every_placeholder_is_known() {
+        let results = Results {
+            closed_loop: vec![
+                closed(BrokerKind::Bonker, 100, 4, 9),
+                closed(BrokerKind::Mosquitto, 100, 4, 8),
+            ],
+            plot_file: "benchmarks-latency.svg".to_owned(),
+            ..Results::default()
+        };
+        let text = render(TEMPLATE, &results).expect("renders");
+        assert!(!text.contains("{{"), "every placeholder replaced");
+        assert!(text.contains("| 100 | bonker-broker |"));
+        assert!(text.contains("1.12×"), "p99 ratio 9/8 is shown");
+        assert!(text.contains("benchmarks-latency.svg"));
+        assert!(render("{{nonsense}}", &results).is_err());
+        assert!(render("{{date", &results).is_err());
+    }
+
+    #[test]
+    fn targets_say_met_missed_or_not_measured() {
+        let results = Results {
+            closed_loop: vec![
+                closed(BrokerKind::Bonker, 100, 4, 12),
+                closed(BrokerKind::Mosquitto, 100, 4, 8),
+            ],
+            ..Results::default()
+        };
+        let table = targets_table(&results);
+        let line = |needle: &str| {
+            table
+                .lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(line("at 100 desks").contains("**missed**"));
+        assert!(line("at 1000 desks").contains("not measured"));
+        assert!(line("within 1.1×").contains("met"), "p50 ratio is 1.00");
+        assert!(line("agent idle RSS").contains("not measured"));
+    }
+}

@@ -1,5 +1,5 @@
 //! Home Assistant MQTT discovery: the topics and payloads that make every desk appear in Home
-//! Assistant as a device, "Tux at <desk>", with a Bonk button, sensors and a bonk event.
+//! Assistant as a device, "Tux at `<desk>`", with a Bonk button, sensors and a bonk event.
 //!
 //! Discovery uses one retained config message per entity on
 //! `<discovery_prefix>/<component>/<node_id>/<object_id>/config`. This per-component form works

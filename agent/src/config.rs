@@ -28,8 +28,8 @@ pub const DEFAULT_RATE_MAX_BONKS: u32 = 10;
 pub const DEFAULT_RATE_PER_S: u64 = 60;
 /// Where Linux reports the SoC temperature (millidegrees Celsius) on a Raspberry Pi.
 pub const DEFAULT_SOC_TEMP_FILE: &str = "/sys/class/thermal/thermal_zone0/temp";
-/// Home Assistant's default discovery prefix.
-pub const DEFAULT_DISCOVERY_PREFIX: &str = "homeassistant";
+/// Home Assistant's default discovery prefix (spelled by the protocol crate).
+pub use bonker_protocol::homeassistant::DEFAULT_DISCOVERY_PREFIX;
 
 /// Default servo period, in milliseconds (50 Hz, what hobby servos expect).
 pub const DEFAULT_PERIOD_MS: u64 = 20;

@@ -81,6 +81,7 @@ pub async fn burst(
             gateway_log: None,
             observe_acks: true,
             observe_bonks: true,
+            desks_homeassistant: true,
         },
     )
     .await?;

@@ -31,9 +31,14 @@ pub fn desk_id(prefix: &str, n: usize) -> String {
     format!("{prefix}{n:04}")
 }
 
-/// The agent configuration of one benchmark desk.
-pub fn bench_desk_config(url: &str, desk: &str, namespace: &str) -> Result<AgentConfig> {
-    let settings = Settings {
+/// The agent configuration of one benchmark desk; `homeassistant` is the agent's default (on).
+pub fn bench_desk_config(
+    url: &str,
+    desk: &str,
+    namespace: &str,
+    homeassistant: bool,
+) -> Result<AgentConfig> {
+    let mut settings = Settings {
         desk: Some(desk.to_owned()),
         namespaces: vec![namespace.to_owned()],
         rate_limit: RateLimitSettings {
@@ -47,6 +52,7 @@ pub fn bench_desk_config(url: &str, desk: &str, namespace: &str) -> Result<Agent
         },
         ..Settings::default()
     };
+    settings.homeassistant.enabled = homeassistant;
     let mut config = AgentConfig::from_settings(settings)
         .with_context(|| format!("agent settings for desk {desk}"))?;
     config.servo.stroke = Duration::ZERO;
@@ -55,11 +61,17 @@ pub fn bench_desk_config(url: &str, desk: &str, namespace: &str) -> Result<Agent
 
 /// Runs `count` desks watching `namespace` until SIGTERM or ctrl-c, then shuts each down cleanly
 /// (offline published, DISCONNECT sent).
-pub async fn run(url: &str, namespace: &str, count: usize, prefix: &str) -> Result<()> {
+pub async fn run(
+    url: &str,
+    namespace: &str,
+    count: usize,
+    prefix: &str,
+    homeassistant: bool,
+) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut desks = JoinSet::new();
     for n in 0..count {
-        let config = bench_desk_config(url, &desk_id(prefix, n), namespace)?;
+        let config = bench_desk_config(url, &desk_id(prefix, n), namespace, homeassistant)?;
         let servo = bonker_agent::servo::open(&config.servo)?;
         let mut stop = stop_rx.clone();
         desks.spawn(async move {
@@ -91,8 +103,9 @@ mod tests {
     #[test]
     fn bench_desks_are_valid_agents_with_instant_strokes() {
         let config =
-            bench_desk_config("mqtt://127.0.0.1:1883", &desk_id("d10-", 7), "fleet10").expect("ok");
+            bench_desk_config("mqtt://127.0.0.1:1883", &desk_id("d10-", 7), "f", true).expect("ok");
         assert_eq!(config.desk.to_string(), "d10-0007");
+        assert!(config.homeassistant.is_some(), "the agent's default");
         assert_eq!(config.servo.stroke, Duration::ZERO);
         assert_eq!(config.rate_max_bonks, BENCH_RATE_MAX_BONKS);
         assert_eq!(config.client_id(), "bonker-agent-d10-0007");

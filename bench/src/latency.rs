@@ -59,6 +59,7 @@ pub async fn webhook(
             gateway_log: None,
             observe_acks: false,
             observe_bonks: false,
+            desks_homeassistant: true,
         },
     )
     .await?;
@@ -97,6 +98,8 @@ pub struct ClosedLoop {
     pub broker: BrokerKind,
     /// Desks watching the namespace.
     pub desks: usize,
+    /// Whether the desks had Home Assistant discovery on (the default).
+    pub homeassistant: bool,
     /// POST → 200 in these rounds.
     pub webhook: Summary,
     /// POST → last desk's ack.
@@ -116,6 +119,7 @@ pub async fn closed_loop(
     tools: &Tools,
     broker: BrokerKind,
     desks: usize,
+    homeassistant: bool,
     rounds: usize,
     budget: Duration,
 ) -> Result<ClosedLoop> {
@@ -130,6 +134,7 @@ pub async fn closed_loop(
             gateway_log: None,
             observe_acks: true,
             observe_bonks: false,
+            desks_homeassistant: homeassistant,
         },
     )
     .await?;
@@ -188,6 +193,7 @@ pub async fn closed_loop(
     Ok(ClosedLoop {
         broker,
         desks,
+        homeassistant,
         webhook: Samples::new(webhook).summary(),
         closed_loop: Samples::new(closed).summary(),
         skew: Samples::new(skew).summary(),

@@ -46,6 +46,12 @@ struct DesksArgs {
     /// Desk ids are this prefix and a four-digit number.
     #[arg(long)]
     id_prefix: String,
+    /// Log filter for the desks (default: no log output).
+    #[arg(long)]
+    log: Option<String>,
+    /// Switch Home Assistant discovery and bonk events off.
+    #[arg(long)]
+    without_homeassistant: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -91,6 +97,15 @@ struct RunArgs {
     /// Where the release binaries are (default: next to this program).
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
+    /// Keep the run's directory (configs and every process's log) and say where it is.
+    #[arg(long)]
+    keep_logs: bool,
+    /// Log filter for the simulated desks, e.g. `warn` (default: they log nothing).
+    #[arg(long, value_name = "FILTER")]
+    desks_log: Option<String>,
+    /// Log filter for bonker-broker (default: its own default), to measure what logging costs.
+    #[arg(long, value_name = "FILTER")]
+    broker_log: Option<String>,
 }
 
 impl RunArgs {
@@ -162,12 +177,19 @@ fn main() -> ExitCode {
 }
 
 fn run_desks(args: DesksArgs) -> Result<()> {
+    if let Some(filter) = &args.log {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_new(filter)?)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = tokio::runtime::Runtime::new().context("tokio runtime")?;
     runtime.block_on(desks::run(
         &args.mqtt,
         &args.namespace,
         args.count,
         &args.id_prefix,
+        !args.without_homeassistant,
     ))
 }
 
@@ -197,6 +219,8 @@ fn run_benchmarks(args: RunArgs) -> Result<()> {
         mosquitto: mosquitto.clone(),
         self_exe: std::env::current_exe().context("cannot find this executable")?,
         dir: dir.path().to_path_buf(),
+        desks_log: args.desks_log.clone(),
+        broker_log: args.broker_log.clone(),
     };
     let plot_path = args.plot.clone().unwrap_or_else(|| {
         args.out
@@ -230,7 +254,12 @@ fn run_benchmarks(args: RunArgs) -> Result<()> {
     };
     let started = Instant::now();
     let runtime = tokio::runtime::Runtime::new().context("tokio runtime")?;
-    runtime.block_on(measure(&args, budget, &tools, &mut results))?;
+    let measured = runtime.block_on(measure(&args, budget, &tools, &mut results));
+    if args.keep_logs || measured.is_err() {
+        let kept = dir.keep();
+        eprintln!("the run's configs and logs are in {}", kept.display());
+    }
+    measured?;
     results.took = started.elapsed();
     results.load_after = machine::Load::now();
 
@@ -312,9 +341,15 @@ async fn measure(
             // Brokers alternate per fleet size, so a change in the machine's load hits both.
             for broker in BrokerKind::BOTH {
                 eprintln!("closed loop: {desks} desks on {}", broker.as_str());
-                let run =
-                    latency::closed_loop(tools, broker, desks, rounds, budget.closed_loop_time)
-                        .await?;
+                let run = latency::closed_loop(
+                    tools,
+                    broker,
+                    desks,
+                    true,
+                    rounds,
+                    budget.closed_loop_time,
+                )
+                .await?;
                 eprintln!(
                     "  {} rounds: p50 {} ms, p99 {} ms, skew p50 {} ms; CPU per round: {}",
                     run.closed_loop.count,
@@ -326,6 +361,43 @@ async fn measure(
                         .map(|(name, cpu)| format!("{name} {} ms", stats::ms(*cpu)))
                         .collect::<Vec<_>>()
                         .join(", ")
+                );
+                results.closed_loop.push(run);
+            }
+        }
+        // The largest fleet again with the desks' Home Assistant events off: one publish fewer
+        // per desk and bonk shows what the per-bonk message count costs.
+        let largest = args
+            .fleet_sizes
+            .iter()
+            .copied()
+            .filter(|&d| !args.quick || d <= 100)
+            .max();
+        if let Some(desks) = largest.filter(|&d| d >= 100) {
+            for broker in BrokerKind::BOTH {
+                eprintln!(
+                    "closed loop: {desks} desks on {}, Home Assistant off",
+                    broker.as_str()
+                );
+                let rounds = if desks > 100 {
+                    budget.rounds_1000
+                } else {
+                    budget.rounds_100
+                };
+                let run = latency::closed_loop(
+                    tools,
+                    broker,
+                    desks,
+                    false,
+                    rounds,
+                    budget.closed_loop_time,
+                )
+                .await?;
+                eprintln!(
+                    "  {} rounds: p50 {} ms, p99 {} ms",
+                    run.closed_loop.count,
+                    stats::ms(run.closed_loop.p50),
+                    stats::ms(run.closed_loop.p99)
                 );
                 results.closed_loop.push(run);
             }

@@ -9,6 +9,7 @@
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -16,6 +17,9 @@ use rustix::process::{Pid, Signal, kill_process};
 
 /// How long a child may take to stop after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Numbers the log files of a run, so that a part started again does not overwrite its last log.
+static STARTED: AtomicUsize = AtomicUsize::new(0);
 
 /// A running child process, stopped when dropped.
 #[derive(Debug)]
@@ -26,10 +30,11 @@ pub struct ChildProcess {
 }
 
 impl ChildProcess {
-    /// Starts `command` with its output going to `<dir>/<name>.log` and without inheriting any
+    /// Starts `command` with its output going to `<dir>/<n>-<name>.log` and without inheriting any
     /// `BONKER_…` variable from the caller (a run must not depend on the shell it started in).
     pub fn spawn(name: &str, mut command: Command, dir: &Path) -> Result<ChildProcess> {
-        let log = dir.join(format!("{name}.log"));
+        let number = STARTED.fetch_add(1, Ordering::Relaxed);
+        let log = dir.join(format!("{number:03}-{name}.log"));
         let file = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let err = file.try_clone()?;

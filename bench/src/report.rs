@@ -78,8 +78,14 @@ pub fn render(template: &str, results: &Results) -> Result<String> {
     parts.insert("machine", machine(results));
     parts.insert("targets", targets_table(results));
     parts.insert("webhook", webhook_table(&results.webhook));
+    let defaults: Vec<ClosedLoop> = results
+        .closed_loop
+        .iter()
+        .filter(|c| c.homeassistant)
+        .cloned()
+        .collect();
     parts.insert("closed_loop", closed_loop_table(&results.closed_loop));
-    parts.insert("brokers", broker_table(&results.closed_loop));
+    parts.insert("brokers", broker_table(&defaults));
     parts.insert("plot", plot_link(results));
     parts.insert("throughput", throughput_table(&results.throughput));
     parts.insert(
@@ -108,12 +114,17 @@ pub fn render(template: &str, results: &Results) -> Result<String> {
 
 /// The plot of closed-loop latency against fleet size, both brokers, p50 and p99.
 pub fn plot(closed_loop: &[ClosedLoop]) -> String {
+    let closed_loop: Vec<&ClosedLoop> = closed_loop.iter().filter(|c| c.homeassistant).collect();
     let mut series = Vec::new();
     for (broker, colour) in [
         (BrokerKind::Bonker, "#1f77b4"),
         (BrokerKind::Mosquitto, "#e07b00"),
     ] {
-        let runs: Vec<&ClosedLoop> = closed_loop.iter().filter(|c| c.broker == broker).collect();
+        let runs: Vec<&ClosedLoop> = closed_loop
+            .iter()
+            .copied()
+            .filter(|c| c.broker == broker)
+            .collect();
         for (label, dashed, pick) in [
             (
                 "p50",
@@ -233,7 +244,7 @@ fn targets_table(results: &Results) -> String {
         let runs: Vec<&ClosedLoop> = results
             .closed_loop
             .iter()
-            .filter(|c| c.desks == desks)
+            .filter(|c| c.desks == desks && c.homeassistant)
             .collect();
         let met = (!runs.is_empty()).then(|| runs.iter().all(|c| c.closed_loop.p99 <= target));
         let _ = writeln!(
@@ -248,7 +259,13 @@ fn targets_table(results: &Results) -> String {
             yes_no(met)
         );
     }
-    let ratios = broker_ratios(&results.closed_loop);
+    let defaults: Vec<ClosedLoop> = results
+        .closed_loop
+        .iter()
+        .filter(|c| c.homeassistant)
+        .cloned()
+        .collect();
+    let ratios = broker_ratios(&defaults);
     let worst_p50 = ratios
         .iter()
         .map(|r| r.1)
@@ -364,7 +381,7 @@ fn closed_loop_table(runs: &[ClosedLoop]) -> String {
         let _ = writeln!(
             text,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
-            c.desks,
+            desks_label(c),
             c.broker.as_str(),
             c.closed_loop.count,
             ms(c.webhook.p50),
@@ -396,7 +413,7 @@ fn closed_loop_table(runs: &[ClosedLoop]) -> String {
         let _ = writeln!(
             text,
             "| {} | {} | {} | {} | {} | {} | {} |",
-            c.desks,
+            desks_label(c),
             c.broker.as_str(),
             cell(cpu("gateway")),
             cell(cpu("broker")),
@@ -406,6 +423,15 @@ fn closed_loop_table(runs: &[ClosedLoop]) -> String {
         );
     }
     text
+}
+
+/// The fleet size, marked when the desks ran without Home Assistant.
+fn desks_label(c: &ClosedLoop) -> String {
+    if c.homeassistant {
+        c.desks.to_string()
+    } else {
+        format!("{} (Home Assistant off)", c.desks)
+    }
 }
 
 /// `(desks, p50 ratio, p99 ratio)` of bonker-broker over mosquitto for each fleet size run on
@@ -626,6 +652,7 @@ mod tests {
         ClosedLoop {
             broker,
             desks,
+            homeassistant: true,
             webhook: summary,
             closed_loop: summary,
             skew: summary,

@@ -60,6 +60,10 @@ pub struct Tools {
     pub self_exe: PathBuf,
     /// Where configs and logs of this run go.
     pub dir: PathBuf,
+    /// The desks' log filter (`None`: the desks log nothing).
+    pub desks_log: Option<String>,
+    /// The bonker broker's log filter (`None`: its default).
+    pub broker_log: Option<String>,
 }
 
 impl Tools {
@@ -94,6 +98,9 @@ impl Broker {
                 std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\n"))?;
                 let mut command = Command::new(tools.binary("bonker-broker")?);
                 command.arg("--config").arg(&config);
+                if let Some(log) = &tools.broker_log {
+                    command.env("BONKER_LOG", log);
+                }
                 ChildProcess::spawn(name, command, &tools.dir)?
             }
             BrokerKind::Mosquitto => {
@@ -211,6 +218,9 @@ pub struct StackOptions {
     pub observe_acks: bool,
     /// Whether the observer counts the bonks on the namespace topic.
     pub observe_bonks: bool,
+    /// Whether the desks announce themselves to Home Assistant and publish a bonk event after
+    /// each bonk (the agent's default).
+    pub desks_homeassistant: bool,
 }
 
 /// A running fleet. Dropping it stops every process.
@@ -259,6 +269,12 @@ impl Stack {
                 .arg(options.desks.to_string())
                 .arg("--id-prefix")
                 .arg(&prefix);
+            if !options.desks_homeassistant {
+                command.arg("--without-homeassistant");
+            }
+            if let Some(log) = &tools.desks_log {
+                command.arg("--log").arg(log);
+            }
             let mut process = ChildProcess::spawn("desks", command, &tools.dir)?;
             // A thousand connections, subscriptions and Home Assistant announcements take a while
             // on two cores, more so on a busy machine.

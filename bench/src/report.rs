@@ -540,11 +540,10 @@ fn throughput_table(cells: &[Cell]) -> String {
             mib(c.gateway_peak_rss_kib),
             c.acks_owed,
             c.acks_seen,
-            c.ack_drain
-                .map_or("not within 30 s".to_owned(), |d| format!(
-                    "{:.1} s",
-                    d.as_secs_f64()
-                )),
+            c.ack_drain.map_or_else(
+                || format!("**{} missing**", c.acks_owed.saturating_sub(c.acks_seen)),
+                |d| format!("{:.1} s", d.as_secs_f64())
+            ),
         );
     }
     text.push_str(

@@ -19,8 +19,10 @@ use crate::http::Notifications;
 use crate::procstat::{CpuShare, CpuWindow, peak_rss_kib};
 use crate::stack::{BrokerKind, Stack, StackOptions, Tools};
 
-/// How long the harness waits for outstanding acks after a window.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the harness waits for outstanding acks after a window…
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// …giving up earlier when no ack has arrived for this long (they were lost, not late).
+const DRAIN_STALLED: Duration = Duration::from_secs(2);
 
 /// One throughput cell.
 #[derive(Debug, Clone)]
@@ -52,8 +54,8 @@ pub struct Cell {
     pub cpu: Vec<CpuShare>,
     /// The gateway's peak resident memory over the cell, in KiB.
     pub gateway_peak_rss_kib: u64,
-    /// How long after the window the last owed ack arrived at the gateway (`None`: not within
-    /// [`DRAIN_TIMEOUT`]).
+    /// How long after the window the last owed ack arrived at the gateway (`None`: some never
+    /// did — none came for [`DRAIN_STALLED`], or [`DRAIN_TIMEOUT`] passed).
     pub ack_drain: Option<Duration>,
     /// Acks the gateway counted against those owed, at the end.
     pub acks_seen: u64,
@@ -141,12 +143,18 @@ pub async fn cell(
         .gateway_counter("bonker_gateway_bonks_published_total")
         .await? as u64;
     let acks_owed = published * spec.desks as u64;
+    let mut last_seen = 0;
+    let mut last_progress = Instant::now();
     let (acks_seen, ack_drain) = loop {
         let seen = stack.gateway_counter("bonker_gateway_acks_total").await? as u64;
         if seen >= acks_owed {
             break (seen, Some(stopped.elapsed()));
         }
-        if stopped.elapsed() > DRAIN_TIMEOUT {
+        if seen > last_seen {
+            last_seen = seen;
+            last_progress = Instant::now();
+        }
+        if stopped.elapsed() > DRAIN_TIMEOUT || last_progress.elapsed() > DRAIN_STALLED {
             break (seen, None);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

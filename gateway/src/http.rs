@@ -18,7 +18,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, Method, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,6 +28,7 @@ use bonker_protocol::{Bonk, BonkId, DeskId, Namespace, Severity, Source};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tracing::Instrument;
 
 use crate::AppState;
@@ -43,12 +44,22 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 /// The gateway's router. Tests call `app(state).oneshot(request)`; [`crate::run`] serves it.
 pub fn app(state: AppState) -> Router {
     let max_body_bytes = state.settings().max_body_bytes;
+    // A request is answered within the publish timeout once its body is in; bodies that pause
+    // are cut by the body timeout, and this deadline caps one that trickles in forever.
+    let request_deadline = state.settings().publish_timeout + crate::serve::BODY_READ_TIMEOUT * 3;
     let authenticated = Router::new()
         .route("/webhook", post(webhook))
         .route("/bonk", post(manual_bonk))
         .route("/api/desks", get(desks))
         .route("/api/bonks/{id}", get(bonk_status))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_auth));
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_auth))
+        .layer(RequestBodyTimeoutLayer::new(
+            crate::serve::BODY_READ_TIMEOUT,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_deadline,
+        ));
     Router::new()
         .merge(authenticated)
         .route("/healthz", get(healthz))

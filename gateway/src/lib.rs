@@ -21,6 +21,7 @@ pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;
+pub mod serve;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -154,9 +155,7 @@ pub async fn run(
     let (state, mqtt_task) = AppState::start(settings, stop_mqtt.clone())?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "bonker-gateway listening on http://{addr}");
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = serve::serve(listener, app(state), shutdown).await;
     tracing::info!("HTTP server stopped; disconnecting from the MQTT broker");
     stop_mqtt.cancel();
     mqtt_task.await?;

@@ -82,6 +82,9 @@ struct RunArgs {
     /// Only these sections (repeatable); the others say "not measured".
     #[arg(long, value_enum, value_name = "SECTION")]
     only: Vec<Section>,
+    /// Only these throughput cells, by their row number in the report's table (1 = first).
+    #[arg(long, value_delimiter = ',', value_name = "N")]
+    cells: Vec<usize>,
     /// Fleet sizes for the closed loop.
     #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
     fleet_sizes: Vec<usize>,
@@ -419,7 +422,12 @@ async fn measure(
     }
 
     if args.wants(Section::Throughput) {
-        for spec in throughput_cells() {
+        let cells = throughput_cells()
+            .into_iter()
+            .enumerate()
+            .filter(|(n, _)| args.cells.is_empty() || args.cells.contains(&(n + 1)))
+            .map(|(_, spec)| spec);
+        for spec in cells {
             eprintln!(
                 "throughput: {} senders × {} alerts, {} desks, {}{}",
                 spec.senders,

@@ -11,7 +11,7 @@
 //! 5. A stuck servo (a ten-second stroke) while other bonks, keep-alives and health go on.
 //!
 //! Durations are scaled down for CI (see each test); `BONKER_FAULTS_OUTAGE_S` and
-//! `BONKER_FAULTS_HA_RUN_S` run the outage and the HA pair for as long as the scenario
+//! `BONKER_FAULTS_HA_RUN_S` run the outage and the HA pair for as long as the full scenarios
 //! (60 s, 5 minutes). docs/reliability.md explains the scaling and records the figures.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -387,7 +387,7 @@ async fn broker_killed_mid_alert_storm(kind: BrokerKind) {
 
 /// Fault 2: a desk loses its connection (frozen with SIGSTOP) while bonks are published for it.
 ///
-/// Scaled down from the 60 s: the desk's keep-alive is 5 s (the broker drops it after
+/// Scaled down from a 60 s outage: the desk's keep-alive is 5 s (the broker drops it after
 /// 1.5 keep-alives and publishes its last will) and `max_age_s` is 6 s instead of 600. The stale
 /// bonks are published right after the broker dropped the desk and wait in its session until
 /// they are older than `max_age_s`; the fresh ones are published just before it resumes.
@@ -574,7 +574,7 @@ async fn gateway_replica_killed_mid_notification(kind: BrokerKind) {
 }
 
 /// Fault 4: an Alertmanager HA pair and two gateways behind a Service, with repeat notifications
-/// every 2 s (`repeat_interval`; the 5-minute run is `BONKER_FAULTS_HA_RUN_S=300`; CI runs
+/// every 2 s (`repeat_interval`; the full 5-minute run is `BONKER_FAULTS_HA_RUN_S=300`; CI runs
 /// 12 s). New alerts keep arriving during the run. Every desk bonks exactly once per alert; every
 /// other delivery is stopped by a gateway's dedupe window or acked `duplicate` by the desk.
 async fn ha_pair_with_repeats_bonks_once_per_alert(kind: BrokerKind) {

@@ -110,6 +110,8 @@ pub struct ClosedLoop {
     pub not_bonked: usize,
     /// How long starting the fleet took (all desks online).
     pub fleet_start: Duration,
+    /// The machine's 1-minute load average as the run started.
+    pub load: Option<f64>,
     /// CPU time each process used per measured round (pauses included), by process name.
     pub cpu_per_round: Vec<(String, Duration)>,
 }
@@ -124,6 +126,7 @@ pub async fn closed_loop(
     budget: Duration,
 ) -> Result<ClosedLoop> {
     let namespace = format!("fleet{desks}");
+    let load = crate::machine::Load::now().map(|l| l.one);
     let starting = Instant::now();
     let mut stack = Stack::start(
         tools,
@@ -199,6 +202,7 @@ pub async fn closed_loop(
         skew: Samples::new(skew).summary(),
         not_bonked,
         fleet_start,
+        load,
         cpu_per_round,
     })
 }

@@ -311,7 +311,13 @@ async fn measure(
         None
     };
 
+    let mark = |results: &mut Results, section: &'static str| {
+        if let Some(load) = machine::Load::now() {
+            results.section_loads.push((section, load));
+        }
+    };
     if args.wants(Section::Webhook) {
+        mark(results, "webhook");
         for broker in BrokerKind::BOTH {
             eprintln!("webhook latency: {}", broker.as_str());
             let run = latency::webhook(
@@ -332,6 +338,7 @@ async fn measure(
     }
 
     if args.wants(Section::ClosedLoop) {
+        mark(results, "closed loop");
         for &desks in &args.fleet_sizes {
             if args.quick && desks > 100 {
                 continue;
@@ -377,6 +384,7 @@ async fn measure(
             .filter(|&d| !args.quick || d <= 100)
             .max();
         if let Some(desks) = largest.filter(|&d| d >= 100) {
+            mark(results, "closed loop, Home Assistant off");
             for broker in BrokerKind::BOTH {
                 eprintln!(
                     "closed loop: {desks} desks on {}, Home Assistant off",
@@ -408,6 +416,7 @@ async fn measure(
     }
 
     if args.wants(Section::Delivery) {
+        mark(results, "delivery");
         for broker in BrokerKind::BOTH {
             eprintln!(
                 "delivery: {} concurrent webhooks, {} desks, {}",
@@ -422,6 +431,7 @@ async fn measure(
     }
 
     if args.wants(Section::Throughput) {
+        mark(results, "throughput");
         let cells = throughput_cells()
             .into_iter()
             .enumerate()
@@ -455,6 +465,7 @@ async fn measure(
     }
 
     if let Some(agent) = agent {
+        mark(results, "footprint (bonks)");
         let left = budget.idle.saturating_sub(agent.idle_for());
         eprintln!(
             "footprint: agent idle for {:.0} s more, then {} bonks at 10/s",

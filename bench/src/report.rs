@@ -51,6 +51,8 @@ pub struct Results {
     pub load_before: Option<Load>,
     /// See `load_before`.
     pub load_after: Option<Load>,
+    /// The 1-minute load average as each section started: other work on the machine shows here.
+    pub section_loads: Vec<(&'static str, Load)>,
     /// How long the run took.
     pub took: Duration,
     /// A quick run (small counts): not for publishing.
@@ -177,6 +179,18 @@ fn machine(results: &Results) -> String {
         load(results.load_before),
         load(results.load_after)
     );
+    if !results.section_loads.is_empty() {
+        let loads: Vec<String> = results
+            .section_loads
+            .iter()
+            .map(|(section, load)| format!("{section} {:.2}", load.one))
+            .collect();
+        let _ = writeln!(
+            text,
+            "| 1-minute load as each section started | {} |",
+            loads.join(", ")
+        );
+    }
     let _ = writeln!(text, "| run took | {:.0} s |", results.took.as_secs_f64());
     if results.quick {
         let _ = writeln!(
@@ -398,8 +412,8 @@ fn closed_loop_table(runs: &[ClosedLoop]) -> String {
     text.push_str(
         "\nCPU time per round, by process (kernel accounting over the measured rounds, the pause \
          after each round included, so the trailing health reports and events are counted too):\n\n\
-         | desks | broker | gateway ms | broker ms | desks ms | harness ms | all ms |\n\
-         |--:|---|--:|--:|--:|--:|--:|\n",
+         | desks | broker | gateway ms | broker ms | desks ms | harness ms | all ms | 1-min load at start |\n\
+         |--:|---|--:|--:|--:|--:|--:|--:|\n",
     );
     for c in runs {
         let cpu = |name: &str| {
@@ -412,17 +426,22 @@ fn closed_loop_table(runs: &[ClosedLoop]) -> String {
         let all: Duration = c.cpu_per_round.iter().map(|(_, d)| *d).sum();
         let _ = writeln!(
             text,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             desks_label(c),
             c.broker.as_str(),
             cell(cpu("gateway")),
             cell(cpu("broker")),
             cell(cpu("desks")),
             cell(cpu("harness")),
-            ms(all)
+            ms(all),
+            load_cell(c.load)
         );
     }
     text
+}
+
+fn load_cell(load: Option<f64>) -> String {
+    load.map_or("–".to_owned(), |l| format!("{l:.2}"))
 }
 
 /// The fleet size, marked when the desks ran without Home Assistant.
@@ -508,8 +527,8 @@ fn throughput_table(cells: &[Cell]) -> String {
     let mut text = String::from(
         "| broker | senders | alerts per notification | desks | gateway log | alerts/s | \
          notifications/s | non-200 | CPU gateway | CPU broker | CPU desks | CPU harness | gateway \
-         peak RSS | acks owed / seen | acks done after |\n\
-         |---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+         peak RSS | acks owed / seen | acks done after | 1-min load at start |\n\
+         |---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     for c in cells {
         let cpu = |name: &str| {
@@ -524,7 +543,7 @@ fn throughput_table(cells: &[Cell]) -> String {
         };
         let _ = writeln!(
             text,
-            "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {:.1} MiB | {} / {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {:.1} MiB | {} / {} | {} | {} |",
             c.spec.broker.as_str(),
             c.spec.senders,
             c.spec.alerts_per_notification,
@@ -544,6 +563,7 @@ fn throughput_table(cells: &[Cell]) -> String {
                 || format!("**{} missing**", c.acks_owed.saturating_sub(c.acks_seen)),
                 |d| format!("{:.1} s", d.as_secs_f64())
             ),
+            load_cell(c.load),
         );
     }
     text.push_str(
@@ -657,6 +677,7 @@ mod tests {
             skew: summary,
             not_bonked: 0,
             fleet_start: Duration::from_secs(1),
+            load: Some(0.5),
             cpu_per_round: vec![("gateway".to_owned(), Duration::from_micros(300))],
         }
     }

@@ -59,6 +59,8 @@ pub struct Cell {
     pub ack_drain: Option<Duration>,
     /// Acks the gateway counted against those owed, at the end.
     pub acks_seen: u64,
+    /// The machine's 1-minute load average as the cell started.
+    pub load: Option<f64>,
     /// Acks owed: bonks the broker accepted (the gateway's `bonks_published` counter) times
     /// desks.
     pub acks_owed: u64,
@@ -80,6 +82,7 @@ pub async fn cell(
     window: Duration,
 ) -> Result<Cell> {
     let namespace = "storm".to_owned();
+    let load = crate::machine::Load::now().map(|l| l.one);
     let mut stack = Stack::start(
         tools,
         &StackOptions {
@@ -170,6 +173,7 @@ pub async fn cell(
         ack_drain,
         acks_seen,
         acks_owed,
+        load,
         spec,
     })
 }

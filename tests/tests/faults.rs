@@ -606,7 +606,16 @@ async fn ha_pair_with_repeats_bonks_once_per_alert(kind: BrokerKind) {
     let namespace = |n: usize| if n % 2 == 0 { "payments" } else { "checkout" };
     let started = Instant::now();
     let mut injected = 0;
+    // Alert ids are read once all alerts are in: Alertmanager forgets alerts that nobody
+    // refreshes after its resolve_timeout (5 minutes), before a long run ends.
+    let mut ids: Option<HashMap<String, BonkId>> = None;
     while started.elapsed() < run {
+        if injected == 6 && ids.is_none() {
+            let known = bonk_ids_by_pod(&first).await;
+            if known.len() == injected {
+                ids = Some(known);
+            }
+        }
         if injected < 6 && started.elapsed() >= Duration::from_secs(2) * injected as u32 {
             // Prometheus sends each alert to both, with the same start.
             let start = bonker_tests::alertmanager::now_millis();
@@ -617,7 +626,10 @@ async fn ha_pair_with_repeats_bonks_once_per_alert(kind: BrokerKind) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let ids = bonk_ids_by_pod(&first).await;
+    let ids = match ids {
+        Some(ids) => ids,
+        None => bonk_ids_by_pod(&first).await,
+    };
     let deliveries = |gateway: &GatewayProcess| {
         let url = gateway.url();
         async move { metric(&url, "bonker_gateway_webhooks_total{outcome=\"ok\"}").await }

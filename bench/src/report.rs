@@ -594,15 +594,14 @@ fn footprint_tables(sizes: &[BinarySize], agent: Option<&AgentFootprint>) -> Str
             text,
             "\n| agent (`bonker-agent` process, simulated servo) | |\n|---|--:|\n\
              | RSS idle (after {:.0} s idle) | {:.2} MiB |\n\
-             | CPU while idle for {:.0} s | {:.0} ms ({:.3} % of a core) |\n\
+             | CPU while idle for {:.0} s | {} |\n\
              | RSS after {} bonks at {:.0}/s | {:.2} MiB |\n\
              | peak RSS (VmHWM) | {:.2} MiB |\n\
              | CPU at {:.0} bonks/s | {:.0} ms over {:.1} s ({:.2} % of a core) |",
             a.idle_for.as_secs_f64(),
             mib(a.idle_rss_kib),
             a.idle_for.as_secs_f64(),
-            a.idle_cpu.as_secs_f64() * 1000.0,
-            a.idle_cpu.as_secs_f64() / a.idle_for.as_secs_f64().max(1e-9) * 100.0,
+            idle_cpu(a),
             a.bonks,
             a.bonks_per_s,
             mib(a.busy_rss_kib),
@@ -617,6 +616,23 @@ fn footprint_tables(sizes: &[BinarySize], agent: Option<&AgentFootprint>) -> Str
         return "Not measured in this run.".to_owned();
     }
     text
+}
+
+/// The idle CPU time; the kernel counts in clock ticks (10 ms), so nothing at all reads as
+/// "under one tick" rather than as a suspicious zero.
+fn idle_cpu(a: &AgentFootprint) -> String {
+    let tick = Duration::from_secs(1) / rustix::param::clock_ticks_per_second().max(1) as u32;
+    if a.idle_cpu.is_zero() {
+        return format!(
+            "under {} ms (less than one tick of the kernel's accounting)",
+            tick.as_millis()
+        );
+    }
+    format!(
+        "{:.0} ms ({:.3} % of a core)",
+        a.idle_cpu.as_secs_f64() * 1000.0,
+        a.idle_cpu.as_secs_f64() / a.idle_for.as_secs_f64().max(1e-9) * 100.0
+    )
 }
 
 fn delivery_table(runs: &[Delivery]) -> String {

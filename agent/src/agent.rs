@@ -41,9 +41,11 @@ use crate::servo::Servo;
 use crate::servo::worker::{MoveRequest, ServoReport, ServoWorker};
 
 /// How many requests may wait in rumqttc's queue. The agent never blocks on it (it uses
-/// `try_publish`), and skips periodic health while disconnected, so this only has to hold the
-/// acks and reports of a short outage.
-const REQUEST_QUEUE: usize = 256;
+/// `try_publish`), and skips periodic health while disconnected, so this has to hold the acks and
+/// reports of a short outage — and of an alert storm: with 256, a desk bonked faster than its
+/// connection could send replies dropped acks (measured by the benchmarks). A slot costs a few
+/// dozen bytes only while it is used.
+const REQUEST_QUEUE: usize = 4096;
 
 // Shutdown budget: parking, `offline` and DISCONNECT together stay under the 15 s systemd allows
 // (TimeoutStopSec) before it kills the agent. Config validation keeps every move shorter than

@@ -436,7 +436,7 @@ async fn the_desk_comes_back_after_a_broker_restart(kind: BrokerKind) {
     desk.stop().await;
 }
 
-for_both_brokers!(
+bonker_tests::for_both_brokers!(
     the_desk_comes_back_after_a_broker_restart,
     bonks_published_during_a_network_drop_are_performed,
     watched_namespace_bonks_once,

@@ -443,7 +443,7 @@ async fn everything_works_under_the_documented_acl() {
     desk.stop().await;
 }
 
-for_both_brokers!(
+bonker_tests::for_both_brokers!(
     discovery_is_retained_and_complete,
     sensor_templates_read_the_health_report,
     the_button_bonks_and_each_bonk_fires_an_event,

@@ -132,7 +132,7 @@ async fn bonks_sent_while_crashed_are_performed_after_restart(kind: BrokerKind) 
     );
 }
 
-for_both_brokers!(
+bonker_tests::for_both_brokers!(
     kill_9_makes_the_broker_publish_offline,
     sigterm_parks_the_arm_then_publishes_offline,
     bonks_sent_while_crashed_are_performed_after_restart,

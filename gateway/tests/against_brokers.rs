@@ -581,28 +581,7 @@ async fn concurrent_webhooks_are_each_confirmed_and_delivered_once(kind: BrokerK
     );
 }
 
-macro_rules! for_both_brokers {
-    ($($name:ident),* $(,)?) => {
-        mod bonker_broker {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(bonker_tests::BrokerKind::Bonker).await;
-                }
-            )*
-        }
-        mod mosquitto {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(bonker_tests::BrokerKind::Mosquitto).await;
-                }
-            )*
-        }
-    };
-}
-
-for_both_brokers!(
+bonker_tests::for_both_brokers!(
     multi_alert_notification_bonks_exactly_the_expected_topics,
     broker_down_gives_503_and_a_retry_after_it_is_back_bonks,
     fake_desk_acks_show_up_in_the_fleet_view,

@@ -39,3 +39,27 @@ pub use tls::TestCa;
 /// The default deadline for awaiting a message or a state: generous, because CI machines are
 /// slow and a test waits only as long as the event takes.
 pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Turns each named `async fn(BrokerKind)` into two tests, `bonker_broker::<name>` and
+/// `mosquitto::<name>`: every MQTT behaviour the fleet relies on is tested against both brokers.
+#[macro_export]
+macro_rules! for_both_brokers {
+    ($($name:ident),* $(,)?) => {
+        mod bonker_broker {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name($crate::BrokerKind::Bonker).await;
+                }
+            )*
+        }
+        mod mosquitto {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name($crate::BrokerKind::Mosquitto).await;
+                }
+            )*
+        }
+    };
+}

@@ -810,28 +810,7 @@ async fn an_oversized_bonk_never_reaches_the_desks(kind: BrokerKind) {
     assert!(agent.process().try_status().is_none());
 }
 
-macro_rules! for_both_brokers {
-    ($($name:ident),* $(,)?) => {
-        mod bonker_broker {
-            $(
-                #[tokio::test(flavor = "multi_thread")]
-                async fn $name() {
-                    super::$name(bonker_tests::BrokerKind::Bonker).await;
-                }
-            )*
-        }
-        mod mosquitto {
-            $(
-                #[tokio::test(flavor = "multi_thread")]
-                async fn $name() {
-                    super::$name(bonker_tests::BrokerKind::Mosquitto).await;
-                }
-            )*
-        }
-    };
-}
-
-for_both_brokers!(
+bonker_tests::for_both_brokers!(
     mqtt_garbage_is_counted_and_survived,
     an_oversized_bonk_never_reaches_the_desks,
 );

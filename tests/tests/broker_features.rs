@@ -120,28 +120,7 @@ async fn persistent_session_queues_while_away(kind: BrokerKind) {
     );
 }
 
-macro_rules! for_both_brokers {
-    ($($name:ident),* $(,)?) => {
-        mod bonker_broker {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(bonker_tests::BrokerKind::Bonker).await;
-                }
-            )*
-        }
-        mod mosquitto {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(bonker_tests::BrokerKind::Mosquitto).await;
-                }
-            )*
-        }
-    };
-}
-
-for_both_brokers!(
+bonker_tests::for_both_brokers!(
     qos1_delivery,
     retained_messages,
     last_will_on_unclean_disconnect,

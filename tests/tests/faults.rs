@@ -810,28 +810,7 @@ async fn a_stuck_servo_blocks_nothing_else(kind: BrokerKind) {
     );
 }
 
-macro_rules! for_both_brokers {
-    ($($name:ident),* $(,)?) => {
-        mod bonker_broker {
-            $(
-                #[tokio::test(flavor = "multi_thread")]
-                async fn $name() {
-                    super::$name(bonker_tests::BrokerKind::Bonker).await;
-                }
-            )*
-        }
-        mod mosquitto {
-            $(
-                #[tokio::test(flavor = "multi_thread")]
-                async fn $name() {
-                    super::$name(bonker_tests::BrokerKind::Mosquitto).await;
-                }
-            )*
-        }
-    };
-}
-
-for_both_brokers!(
+bonker_tests::for_both_brokers!(
     broker_killed_mid_alert_storm,
     agent_outage_performs_fresh_bonks_and_expires_stale_ones,
     gateway_replica_killed_mid_notification,

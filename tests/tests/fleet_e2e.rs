@@ -353,28 +353,7 @@ async fn cli_bonks_and_shows_the_fleet(kind: BrokerKind) {
     assert_eq!(desks(&stdout).get("alice"), Some(&true), "{kind}: {stdout}");
 }
 
-macro_rules! for_both_brokers {
-    ($($name:ident),* $(,)?) => {
-        mod bonker_broker {
-            $(
-                #[tokio::test(flavor = "multi_thread")]
-                async fn $name() {
-                    super::$name(bonker_tests::BrokerKind::Bonker).await;
-                }
-            )*
-        }
-        mod mosquitto {
-            $(
-                #[tokio::test(flavor = "multi_thread")]
-                async fn $name() {
-                    super::$name(bonker_tests::BrokerKind::Mosquitto).await;
-                }
-            )*
-        }
-    };
-}
-
-for_both_brokers!(
+bonker_tests::for_both_brokers!(
     alertmanager_alerts_bonk_every_watching_desk_once,
     ha_pair_and_two_gateways_bonk_once,
     mosquitto_pub_by_hand_bonks,

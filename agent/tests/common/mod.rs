@@ -14,29 +14,6 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// Runs an async test body against each broker as its own `#[tokio::test]`.
-#[macro_export]
-macro_rules! for_both_brokers {
-    ($($name:ident),* $(,)?) => {
-        mod bonker_broker {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(bonker_tests::BrokerKind::Bonker).await;
-                }
-            )*
-        }
-        mod mosquitto {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(bonker_tests::BrokerKind::Mosquitto).await;
-                }
-            )*
-        }
-    };
-}
-
 /// A probe subscribed to `filters`, connected right after another client went away.
 ///
 /// The bonker broker (rumqttd 0.20) can drop a brand-new connection when it reuses the slot of a

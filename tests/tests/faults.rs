@@ -363,10 +363,14 @@ async fn broker_killed_mid_alert_storm(kind: BrokerKind) {
                 BrokerKind::Bonker,
                 "{kind}: {desk} never performed alert {n}"
             );
+            // The bonker broker keeps sessions in memory: what it held for a desk when it was
+            // killed (a bonk not yet delivered, an ack not yet forwarded) and what it accepted
+            // before the desk re-subscribed is gone. Nothing published after the desk was back
+            // may be lost.
             assert!(
-                published_at >= restarted_at && published_at <= online_at[desk.as_str()],
-                "{kind}: {desk} lost alert {n}, published at {published_at} — outside its \
-                 reconnect window {restarted_at} .. {}",
+                published_at <= online_at[desk.as_str()],
+                "{kind}: {desk} lost alert {n}, published at {published_at} — after it was back \
+                 online at {} (broker restarted at {restarted_at})",
                 online_at[desk.as_str()]
             );
         }

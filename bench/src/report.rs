@@ -92,7 +92,7 @@ pub fn render(template: &str, results: &Results) -> Result<String> {
     parts.insert("throughput", throughput_table(&results.throughput));
     parts.insert(
         "footprint",
-        footprint_tables(&results.sizes, results.agent.as_ref()),
+        footprint_tables(&results.sizes, results.agent.as_ref(), &results.throughput),
     );
     parts.insert("delivery", delivery_table(&results.delivery));
     parts.insert("broker_settings", BROKER_SETTINGS_NOTE.to_owned());
@@ -573,7 +573,11 @@ fn throughput_table(cells: &[Cell]) -> String {
     text
 }
 
-fn footprint_tables(sizes: &[BinarySize], agent: Option<&AgentFootprint>) -> String {
+fn footprint_tables(
+    sizes: &[BinarySize],
+    agent: Option<&AgentFootprint>,
+    throughput: &[Cell],
+) -> String {
     let mut text = String::new();
     if !sizes.is_empty() {
         text.push_str("| program | size (release, stripped) |\n|---|--:|\n");
@@ -610,6 +614,18 @@ fn footprint_tables(sizes: &[BinarySize], agent: Option<&AgentFootprint>) -> Str
             a.busy_cpu.as_secs_f64() * 1000.0,
             a.busy_for.as_secs_f64(),
             a.busy_cpu.as_secs_f64() / a.busy_for.as_secs_f64().max(1e-9) * 100.0,
+        );
+    }
+    if let Some(peak) = throughput.iter().max_by_key(|c| c.gateway_peak_rss_kib) {
+        let _ = writeln!(
+            text,
+            "\nThe gateway's peak resident memory (VmHWM) under load was {:.1} MiB ({} senders × {} \
+             alerts, {} desks, {}; every cell is in the throughput table).",
+            mib(peak.gateway_peak_rss_kib),
+            peak.spec.senders,
+            peak.spec.alerts_per_notification,
+            peak.spec.desks,
+            peak.spec.broker.as_str()
         );
     }
     if text.is_empty() {

@@ -60,6 +60,12 @@ const OFFLINE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long shutdown waits for the link to send DISCONNECT.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The shortest gap between two health reports that bonks trigger. One bonk is reported at once;
+/// during a storm the desk reports at most once per gap instead of after every bonk (a message per
+/// bonk less for the broker and every health subscriber), and the bonks of the gap are reported
+/// when it ends, so the last report always counts every bonk.
+const HEALTH_MIN_GAP: Duration = Duration::from_secs(1);
+
 /// The agent's version, reported in health and to Home Assistant.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -118,6 +124,8 @@ pub struct Agent {
     subscribe_requests: u64,
     subscribes_sent: u64,
     inflight: u16,
+    last_health: Option<Instant>,
+    health_pending: bool,
 }
 
 impl Agent {
@@ -184,6 +192,8 @@ impl Agent {
             subscribe_requests: 0,
             subscribes_sent: 0,
             inflight: 0,
+            last_health: None,
+            health_pending: false,
         })
     }
 
@@ -207,6 +217,14 @@ impl Agent {
                 },
                 Some(report) = self.servo_reports.recv() => self.on_servo_report(report),
                 _ = health_ticker.tick() => {
+                    if self.connected {
+                        self.publish_health();
+                    }
+                }
+                () = tokio::time::sleep_until(
+                    self.last_health.unwrap_or_else(Instant::now) + HEALTH_MIN_GAP
+                ), if self.health_pending => {
+                    self.health_pending = false;
                     if self.connected {
                         self.publish_health();
                     }
@@ -441,6 +459,8 @@ impl Agent {
             finished_at: Utc::now(),
             severity: Some(bonk.severity),
             namespace: namespace.clone(),
+            pod: bonk.pod.clone(),
+            count: None,
             detail,
         };
         if self.shutting_down {
@@ -537,22 +557,7 @@ impl Agent {
                 });
                 let ack = self.ack_for(&performed, Outcome::Bonked, at, None);
                 self.publish_ack(&ack, "");
-                if self.config.homeassistant.is_some() {
-                    self.publish(
-                        ha::desk_event_topic(&self.config.topics, &self.config.desk),
-                        ha::EVENT_DELIVERY,
-                        ha::bonk_event_payload(
-                            performed.severity,
-                            performed.bonk_id.as_str(),
-                            performed.namespace.as_deref(),
-                            performed.pod.as_deref(),
-                            performed.count,
-                        ),
-                    );
-                }
-                if self.connected {
-                    self.publish_health();
-                }
+                self.health_changed();
             }
             ServoReport::Failed { id, at, error } => {
                 self.servo_state = "error";
@@ -561,9 +566,7 @@ impl Agent {
                     let ack = self.ack_for(&performed, Outcome::ServoError, at, Some(error));
                     self.publish_ack(&ack, "");
                 }
-                if self.connected {
-                    self.publish_health();
-                }
+                self.health_changed();
             }
             ServoReport::Cancelled { id } => {
                 if let Some(performed) = self.moves.remove(&id) {
@@ -595,6 +598,8 @@ impl Agent {
             finished_at,
             severity: Some(performed.severity),
             namespace: performed.namespace.clone(),
+            pod: performed.pod.clone(),
+            count: (outcome == Outcome::Bonked).then_some(performed.count),
             detail,
         }
     }
@@ -643,7 +648,20 @@ impl Agent {
         }
     }
 
-    fn publish_health(&self) {
+    /// Reports a change of health now, or at the end of the current [`HEALTH_MIN_GAP`].
+    fn health_changed(&mut self) {
+        if !self.connected {
+            return;
+        }
+        match self.last_health {
+            Some(at) if at.elapsed() < HEALTH_MIN_GAP => self.health_pending = true,
+            _ => self.publish_health(),
+        }
+    }
+
+    fn publish_health(&mut self) {
+        self.last_health = Some(Instant::now());
+        self.health_pending = false;
         self.publish(
             self.config.topics.desk_health(&self.config.desk),
             HEALTH_DELIVERY,

@@ -1,10 +1,10 @@
 //! Home Assistant MQTT discovery against real brokers: what a desk announces, that the button
-//! bonks, that the event entity fires once per bonk, that a Home Assistant restart triggers a new
-//! announcement, and that `--forget` removes the desk.
+//! bonks, that the event entity fires once per performed bonk, that a Home Assistant restart
+//! triggers a new announcement, and that `--forget` removes the desk.
 //!
 //! Home Assistant itself is not run here; instead the tests check every key its MQTT platforms
-//! require and render each sensor's value template (with minijinja, a Jinja2 engine) against the
-//! health reports the desk really published.
+//! require and render each value template (with minijinja, a Jinja2 engine) against the health
+//! reports and acks the desk really published.
 
 mod common;
 
@@ -40,9 +40,10 @@ fn only_id_chars(s: &str) -> bool {
 }
 
 /// Renders a Home Assistant value template the way its MQTT platforms do: `value_json` is the
-/// parsed payload.
+/// parsed payload; `to_json` is Home Assistant's name for Jinja's `tojson`.
 fn render(template: &str, payload: &Value) -> String {
     let mut environment = minijinja::Environment::new();
+    environment.add_filter("to_json", minijinja::filters::tojson);
     environment
         .add_template("t", template)
         .unwrap_or_else(|e| panic!("template {template:?} does not parse: {e}"));
@@ -54,6 +55,36 @@ fn render(template: &str, payload: &Value) -> String {
             )
         })
         .unwrap_or_else(|e| panic!("template {template:?} does not render: {e}"))
+}
+
+/// What Home Assistant's MQTT event platform makes of a message on the event entity's state
+/// topic: nothing for a retained message or an empty rendering, otherwise the rendered JSON's
+/// `event_type` (which must be one of the entity's `event_types`) and the remaining keys as the
+/// event's attributes.
+fn ha_event(config: &Value, message: &Message) -> Option<(String, Value)> {
+    if message.retain {
+        return None;
+    }
+    let template = config["value_template"].as_str().expect("value_template");
+    let rendered = render(template, &message.json());
+    if rendered.trim().is_empty() {
+        return None;
+    }
+    let mut attributes: Value = serde_json::from_str(&rendered)
+        .unwrap_or_else(|e| panic!("the event renders invalid JSON {rendered:?}: {e}"));
+    let event_type = attributes
+        .as_object_mut()
+        .and_then(|a| a.remove("event_type"))
+        .and_then(|t| t.as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no event_type in {rendered}"));
+    assert!(
+        config["event_types"]
+            .as_array()
+            .expect("event_types")
+            .contains(&json!(event_type)),
+        "event_type {event_type} is not declared"
+    );
+    Some((event_type, attributes))
 }
 
 /// Every entity is announced, retained, with the keys Home Assistant requires, ids made of
@@ -109,7 +140,8 @@ async fn discovery_is_retained_and_complete(kind: BrokerKind) {
                 assert!(config["value_template"].is_string(), "{topic}");
             }
             "event" => {
-                assert_eq!(config["state_topic"], "bonker/desk/alice/event");
+                assert_eq!(config["state_topic"], "bonker/desk/alice/ack");
+                assert!(config["value_template"].is_string());
                 assert_eq!(
                     config["event_types"],
                     json!(["critical", "warning", "info"])
@@ -188,7 +220,8 @@ async fn sensor_templates_read_the_health_report(kind: BrokerKind) {
 }
 
 /// Pressing the button (publishing its payload to its command topic) bonks the desk, and the
-/// event entity's topic gets `{"event_type": …}` once per performed bonk, never retained.
+/// event entity fires once per performed bonk, with the bonk's severity as its type: its template
+/// turns the desk's real acks into events and nothing else (a duplicate fires none).
 async fn the_button_bonks_and_each_bonk_fires_an_event(kind: BrokerKind) {
     let broker = TestBroker::start(kind);
     let desk = TestDesk::start(settings(&broker.url(), "alice", &["payments"])).await;
@@ -198,7 +231,6 @@ async fn the_button_bonks_and_each_bonk_fires_an_event(kind: BrokerKind) {
     let event = configs["homeassistant/event/alice/bonk_event/config"].json();
     let event_topic = event["state_topic"].as_str().expect("state_topic");
     let mut events = common::probe(&broker.url(), &[event_topic]).await;
-    let mut acks = common::probe(&broker.url(), &["bonker/desk/alice/ack"]).await;
     let press = common::probe(&broker.url(), &[]).await;
     press
         .publish(
@@ -207,26 +239,38 @@ async fn the_button_bonks_and_each_bonk_fires_an_event(kind: BrokerKind) {
             false,
         )
         .await;
-    assert_eq!(acks.next().await.json()["outcome"], "bonked", "{kind}");
-    let fired = events.next().await;
-    assert!(!fired.retain);
-    assert_eq!(fired.json()["event_type"], "critical", "{kind}");
+    let (event_type, attributes) = ha_event(&event, &events.next().await).expect("an event");
+    assert_eq!(event_type, "critical", "{kind}");
+    assert_eq!(attributes["count"], 1);
     for severity in ["warning", "info"] {
         press
             .publish("bonker/bonk/payments", bonk(severity, severity), false)
             .await;
-        let fired = events.next().await.json();
-        assert_eq!(fired["event_type"], severity, "{kind}");
-        assert_eq!(fired["namespace"], "payments");
+        let (event_type, attributes) = ha_event(&event, &events.next().await).expect("an event");
+        assert_eq!(event_type, severity, "{kind}");
+        assert_eq!(attributes["namespace"], "payments");
+        assert_eq!(attributes["bonk_id"], severity);
     }
-    // A duplicate is not performed, so it fires no event: the next event is the sentinel's.
+    // A duplicate is acked but not performed, so its ack fires no event.
     press
         .publish("bonker/bonk/payments", bonk("warning", "warning"), false)
         .await;
+    let duplicate = events.next().await;
+    assert_eq!(duplicate.json()["outcome"], "duplicate");
+    assert_eq!(ha_event(&event, &duplicate), None, "{kind}");
     press
-        .publish("bonker/desk/alice/bonk", bonk("sentinel", "info"), false)
+        .publish(
+            "bonker/desk/alice/bonk",
+            json!({"id": "sentinel", "severity": "info", "pod": "api-7"}).to_string(),
+            false,
+        )
         .await;
-    assert_eq!(events.next().await.json()["bonk_id"], "sentinel", "{kind}");
+    let (_, attributes) = ha_event(&event, &events.next().await).expect("an event");
+    assert_eq!(
+        (attributes["bonk_id"].as_str(), attributes["pod"].as_str()),
+        (Some("sentinel"), Some("api-7")),
+        "{kind}"
+    );
     assert_eq!(
         desk.bonk_moves(bonker_agent::config::DEFAULT_REST_US).len(),
         4
@@ -411,34 +455,33 @@ async fn everything_works_under_the_documented_acl() {
     .await;
     let mut ha = common::probe_with(
         &broker.url(),
-        &[
-            DISCOVERY,
-            "bonker/desk/alice/event",
-            "bonker/desk/alice/ack",
-        ],
+        &[DISCOVERY, "bonker/desk/alice/ack"],
         home_assistant.clone(),
     )
     .await;
     let configs = discovery(&mut ha, 7).await;
     let button = configs["homeassistant/button/alice/bonk/config"].json();
+    let event = configs["homeassistant/event/alice/bonk_event/config"].json();
     ha.publish(
         button["command_topic"].as_str().expect("command_topic"),
         button["payload_press"].as_str().expect("payload_press"),
         false,
     )
     .await;
-    let event = ha.next_on(|m| m.topic.ends_with("/event")).await.json();
-    assert_eq!(event["event_type"], "critical");
+    let ack = ha.next_on(|m| m.topic.ends_with("/ack")).await;
+    let (event_type, _) = ha_event(&event, &ack).expect("an event");
+    assert_eq!(event_type, "critical");
     ha.publish(
         "bonker/bonk/payments",
         json!({"id": "from-a-script", "source": "homeassistant", "severity": "info"}).to_string(),
         false,
     )
     .await;
-    let event = ha.next_on(|m| m.topic.ends_with("/event")).await.json();
+    let ack = ha.next_on(|m| m.topic.ends_with("/ack")).await;
+    let (event_type, attributes) = ha_event(&event, &ack).expect("an event");
     assert_eq!(
-        (event["event_type"].as_str(), event["bonk_id"].as_str()),
-        (Some("info"), Some("from-a-script"))
+        (event_type.as_str(), attributes["bonk_id"].as_str()),
+        ("info", Some("from-a-script"))
     );
     desk.stop().await;
 }

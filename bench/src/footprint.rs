@@ -34,21 +34,33 @@ pub const BINARIES: [&str; 5] = [
 /// A program's size on disk.
 #[derive(Debug, Clone)]
 pub struct BinarySize {
-    /// Its name.
-    pub name: &'static str,
+    /// Its name (and how it was built, when not with the release profile).
+    pub name: String,
     /// Its size in bytes; `None` when it was not built.
     pub bytes: Option<u64>,
 }
 
-/// The size of each of [`BINARIES`] in `bin_dir`.
-pub fn binary_sizes(bin_dir: &Path) -> Vec<BinarySize> {
-    BINARIES
+/// The size of each of [`BINARIES`] in `bin_dir`, and of `agent_bin` when the agent is measured
+/// from another build (the `pi` profile).
+pub fn binary_sizes(bin_dir: &Path, agent_bin: Option<&Path>) -> Vec<BinarySize> {
+    let size = |path: &Path| std::fs::metadata(path).ok().map(|m| m.len());
+    let mut sizes: Vec<BinarySize> = BINARIES
         .iter()
         .map(|name| BinarySize {
-            name,
-            bytes: std::fs::metadata(bin_dir.join(name)).ok().map(|m| m.len()),
+            name: format!("`{name}`"),
+            bytes: size(&bin_dir.join(name)),
         })
-        .collect()
+        .collect();
+    if let Some(agent) = agent_bin {
+        sizes.insert(
+            1,
+            BinarySize {
+                name: "`bonker-agent`, profile `pi` (as installed on a Pi)".to_owned(),
+                bytes: size(agent),
+            },
+        );
+    }
+    sizes
 }
 
 /// The agent's configuration file for the footprint run.
@@ -68,11 +80,14 @@ pub struct AgentUnderTest {
     _broker: Broker,
     idle_since: Instant,
     idle_cpu_before: Duration,
+    build: &'static str,
 }
 
 /// What the agent cost.
 #[derive(Debug, Clone)]
 pub struct AgentFootprint {
+    /// Which build was measured (`pi` or `release` profile).
+    pub build: &'static str,
     /// Resident memory at the end of the idle period, in KiB.
     pub idle_rss_kib: u64,
     /// How long it was idle.
@@ -108,7 +123,7 @@ impl AgentUnderTest {
         .await?;
         let config = tools.dir.join("footprint-agent.toml");
         std::fs::write(&config, agent_config(&broker.url()))?;
-        let mut command = Command::new(tools.binary("bonker-agent")?);
+        let mut command = Command::new(tools.agent_binary()?);
         command.arg("--config").arg(&config);
         let mut agent = ChildProcess::spawn("footprint-agent", command, &tools.dir)?;
         if let Err(error) = observer
@@ -125,6 +140,11 @@ impl AgentUnderTest {
             _broker: broker,
             idle_since: Instant::now(),
             idle_cpu_before,
+            build: if tools.agent_bin.is_some() {
+                "pi"
+            } else {
+                "release"
+            },
         })
     }
 
@@ -183,6 +203,7 @@ impl AgentUnderTest {
         let peak_rss_kib = peak_rss_kib(pid).context("agent VmHWM")?;
         self.observer.disconnect().await;
         Ok(AgentFootprint {
+            build: self.build,
             idle_rss_kib,
             idle_for,
             idle_cpu,

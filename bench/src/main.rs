@@ -100,6 +100,10 @@ struct RunArgs {
     /// Where the release binaries are (default: next to this program).
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
+    /// The agent binary whose footprint is measured (default: the release one in --bin-dir);
+    /// scripts/bench passes the `pi` profile's, the build a Pi runs.
+    #[arg(long, value_name = "FILE")]
+    agent_bin: Option<PathBuf>,
     /// Keep the run's directory (configs and every process's log) and say where it is.
     #[arg(long)]
     keep_logs: bool,
@@ -224,6 +228,7 @@ fn run_benchmarks(args: RunArgs) -> Result<()> {
         dir: dir.path().to_path_buf(),
         desks_log: args.desks_log.clone(),
         broker_log: args.broker_log.clone(),
+        agent_bin: args.agent_bin.clone(),
     };
     let plot_path = args.plot.clone().unwrap_or_else(|| {
         args.out
@@ -304,7 +309,7 @@ async fn measure(
     // The idle agent idles while the other sections run; it has its own broker, so nothing
     // they do reaches it.
     let agent = if args.wants(Section::Footprint) {
-        results.sizes = footprint::binary_sizes(&tools.bin_dir);
+        results.sizes = footprint::binary_sizes(&tools.bin_dir, tools.agent_bin.as_deref());
         eprintln!("footprint: starting the agent's idle period");
         Some(footprint::AgentUnderTest::start(tools).await?)
     } else {
@@ -371,44 +376,6 @@ async fn measure(
                         .map(|(name, cpu)| format!("{name} {} ms", stats::ms(*cpu)))
                         .collect::<Vec<_>>()
                         .join(", ")
-                );
-                results.closed_loop.push(run);
-            }
-        }
-        // The largest fleet again with the desks' Home Assistant events off: one publish fewer
-        // per desk and bonk shows what the per-bonk message count costs.
-        let largest = args
-            .fleet_sizes
-            .iter()
-            .copied()
-            .filter(|&d| !args.quick || d <= 100)
-            .max();
-        if let Some(desks) = largest.filter(|&d| d >= 100) {
-            mark(results, "closed loop, Home Assistant off");
-            for broker in BrokerKind::BOTH {
-                eprintln!(
-                    "closed loop: {desks} desks on {}, Home Assistant off",
-                    broker.as_str()
-                );
-                let rounds = if desks > 100 {
-                    budget.rounds_1000
-                } else {
-                    budget.rounds_100
-                };
-                let run = latency::closed_loop(
-                    tools,
-                    broker,
-                    desks,
-                    false,
-                    rounds,
-                    budget.closed_loop_time,
-                )
-                .await?;
-                eprintln!(
-                    "  {} rounds: p50 {} ms, p99 {} ms",
-                    run.closed_loop.count,
-                    stats::ms(run.closed_loop.p50),
-                    stats::ms(run.closed_loop.p99)
                 );
                 results.closed_loop.push(run);
             }

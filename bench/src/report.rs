@@ -411,7 +411,7 @@ fn closed_loop_table(runs: &[ClosedLoop]) -> String {
     }
     text.push_str(
         "\nCPU time per round, by process (kernel accounting over the measured rounds, the pause \
-         after each round included, so the trailing health reports and events are counted too):\n\n\
+         after each round included, so the trailing health reports are counted too):\n\n\
          | desks | broker | gateway ms | broker ms | desks ms | harness ms | all ms | 1-min load at start |\n\
          |--:|---|--:|--:|--:|--:|--:|--:|\n",
     );
@@ -584,7 +584,7 @@ fn footprint_tables(
         for size in sizes {
             let _ = writeln!(
                 text,
-                "| `{}` | {} |",
+                "| {} | {} |",
                 size.name,
                 size.bytes.map_or("not built".to_owned(), |b| format!(
                     "{:.2} MiB ({b} bytes)",
@@ -596,12 +596,13 @@ fn footprint_tables(
     if let Some(a) = agent {
         let _ = writeln!(
             text,
-            "\n| agent (`bonker-agent` process, simulated servo) | |\n|---|--:|\n\
+            "\n| agent (`bonker-agent` process, profile `{}`, simulated servo) | |\n|---|--:|\n\
              | RSS idle (after {:.0} s idle) | {:.2} MiB |\n\
              | CPU while idle for {:.0} s | {} |\n\
              | RSS after {} bonks at {:.0}/s | {:.2} MiB |\n\
              | peak RSS (VmHWM) | {:.2} MiB |\n\
              | CPU at {:.0} bonks/s | {:.0} ms over {:.1} s ({:.2} % of a core) |",
+            a.build,
             a.idle_for.as_secs_f64(),
             mib(a.idle_rss_kib),
             a.idle_for.as_secs_f64(),

@@ -64,9 +64,23 @@ pub struct Tools {
     pub desks_log: Option<String>,
     /// The bonker broker's log filter (`None`: its default).
     pub broker_log: Option<String>,
+    /// The agent binary the footprint section measures (`None`: the one in `bin_dir`).
+    pub agent_bin: Option<PathBuf>,
 }
 
 impl Tools {
+    /// The agent binary whose footprint is measured.
+    pub fn agent_binary(&self) -> Result<PathBuf> {
+        match &self.agent_bin {
+            Some(path) if path.exists() => Ok(path.clone()),
+            Some(path) => bail!(
+                "{} not found; build it first: cargo build --profile pi -p bonker-agent",
+                path.display()
+            ),
+            None => self.binary("bonker-agent"),
+        }
+    }
+
     /// A workspace binary, or an error that says how to build it.
     pub fn binary(&self, name: &str) -> Result<PathBuf> {
         let path = self.bin_dir.join(name);

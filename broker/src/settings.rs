@@ -22,12 +22,16 @@ pub const DEFAULT_TLS_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default largest payload: Home Assistant discovery payloads and coalesced alert bonks fit.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 256 * 1024;
-/// Per-filter commit-log segment size. rumqttd keeps delivered messages in a filter's log until
-/// the log is full, so every filter costs up to `SEGMENT_BYTES * SEGMENT_COUNT` of memory (the
-/// soak test saw 8 x 8 MiB grow without levelling off); offline persistent sessions queue at most
-/// that much per filter — 4 MiB is thousands of bonks.
-const SEGMENT_BYTES: usize = 1024 * 1024;
-const SEGMENT_COUNT: usize = 4;
+/// How much a subscription filter's log holds. rumqttd keeps every message routed to a filter in
+/// an in-memory log shared by all its subscribers and drops the oldest segment only when the log
+/// is full, delivered or not: the log is a ring, and the broker's memory grows until every filter
+/// with traffic has filled its ring. 1 MiB holds about 1,500 bonks — what a desk back from an
+/// outage can catch up on, or how far a slow subscriber may fall behind in a burst before it
+/// misses messages (mosquitto's default queue is 1,000 messages per client).
+pub const FILTER_LOG_BYTES: usize = FILTER_LOG_SEGMENTS * SEGMENT_BYTES;
+/// Segments per filter log: the log drops a quarter of what it holds at a time.
+const FILTER_LOG_SEGMENTS: usize = 4;
+const SEGMENT_BYTES: usize = 256 * 1024;
 /// How long a new TCP connection may take to send CONNECT.
 const CONNECT_TIMEOUT_MS: u16 = 10_000;
 /// rumqttd reads at most this many packets per batch from a connection.
@@ -254,7 +258,7 @@ impl BrokerSettings {
                 max_connections: self.max_connections + 16,
                 max_outgoing_packet_count: 200,
                 max_segment_size: SEGMENT_BYTES,
-                max_segment_count: SEGMENT_COUNT,
+                max_segment_count: FILTER_LOG_SEGMENTS,
                 custom_segment: None,
                 initialized_filters: None,
                 shared_subscriptions_strategy: Default::default(),

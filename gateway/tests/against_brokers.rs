@@ -381,6 +381,8 @@ fn ack(bonk_id: &str, desk: &str, outcome: Outcome) -> Vec<u8> {
         finished_at: Utc::now(),
         severity: None,
         namespace: Some("payments".into()),
+        pod: None,
+        count: None,
         detail: None,
     }
     .to_json()

@@ -82,6 +82,12 @@ pub struct Ack {
     /// The bonk's namespace, when it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// The bonk's pod, when it named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// How many strokes the arm made (`bonked` only; coalesced bonks make more than one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
     /// A human detail, for example the servo error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -209,6 +215,8 @@ mod tests {
             finished_at: DateTime::from_timestamp(1, 0).expect("epoch"),
             severity: Some(Severity::Warning),
             namespace: None,
+            pod: None,
+            count: None,
             detail: None,
         };
         let json: serde_json::Value = serde_json::from_slice(&ack.to_json()).expect("json");

@@ -10,9 +10,11 @@
 //! The sensors read the desk's retained health report ([`crate::Health`]) through value
 //! templates, so there is no second set of state topics to keep in step with it: the health topic
 //! is the state. A template renders `None` when a value is missing (no bonk yet, no thermometer),
-//! which Home Assistant shows as "unknown". The one new topic is the desk's bonk event stream
-//! ([`desk_event_topic`]): one non-retained `{"event_type": …}` message per performed bonk, which a
-//! Home Assistant event entity turns into something automations can react to.
+//! which Home Assistant shows as "unknown". The bonk event entity reads the desk's ack topic the
+//! same way: its template turns each `bonked` ack into an event whose type is the severity and
+//! ignores the other outcomes. There is no topic of its own: a separate event message per bonk
+//! would cost every broker a message per bonk per desk, and rumqttd matches a topic that nobody
+//! subscribes to (a desk without Home Assistant) against every subscription on every publish.
 //!
 //! Every entity is available exactly when the desk's status topic says `online`.
 
@@ -43,13 +45,6 @@ pub const MODEL: &str = "Tux bonker desk agent";
 pub const DISCOVERY_DELIVERY: Delivery = Delivery {
     qos: 1,
     retain: true,
-};
-
-/// Bonk events: QoS 1, never retained (a retained event would fire again on every Home
-/// Assistant restart).
-pub const EVENT_DELIVERY: Delivery = Delivery {
-    qos: 1,
-    retain: false,
 };
 
 /// A Home Assistant entity platform used by a desk.
@@ -100,11 +95,6 @@ pub fn birth_topic(discovery_prefix: &Prefix) -> String {
     format!("{discovery_prefix}/status")
 }
 
-/// `<prefix>/desk/<desk>/event`: one `{"event_type": …}` message per performed bonk, not retained.
-pub fn desk_event_topic(topics: &Topics, desk: &DeskId) -> String {
-    format!("{}/desk/{desk}/event", topics.prefix())
-}
-
 /// The desk's discovery `node_id`: the desk name itself. Desk names use only `[a-zA-Z0-9_-]`, the
 /// characters Home Assistant allows, so no escaping is ever needed — and a broker ACL can confine
 /// a desk's credentials to `homeassistant/+/<desk>/#` with a username pattern.
@@ -136,35 +126,12 @@ pub fn discovery_topic(
     )
 }
 
-/// The event payload for one performed bonk: `event_type` is the severity (one of the event
-/// entity's `event_types`); the other keys become attributes of the event in Home Assistant.
-pub fn bonk_event_payload(
-    severity: Severity,
-    bonk_id: &str,
-    namespace: Option<&str>,
-    pod: Option<&str>,
-    count: u32,
-) -> Vec<u8> {
-    let mut event = json!({
-        "event_type": severity.as_str(),
-        "bonk_id": bonk_id,
-        "count": count,
-    });
-    if let Some(namespace) = namespace {
-        event["namespace"] = json!(namespace);
-    }
-    if let Some(pod) = pod {
-        event["pod"] = json!(pod);
-    }
-    serde_json::to_vec(&event).unwrap_or_default()
-}
-
 /// Everything discovery needs to know about a desk.
 #[derive(Debug, Clone)]
 pub struct DeskDevice<'a> {
     /// The desk.
     pub desk: &'a DeskId,
-    /// Its topics (status, health, bonk, event).
+    /// Its topics (status, health, bonk, ack).
     pub topics: &'a Topics,
     /// Home Assistant's discovery prefix.
     pub discovery_prefix: &'a Prefix,
@@ -205,6 +172,11 @@ value_json.last_bonk_pod is defined %}{{ value_json.last_bonk_namespace }}/{{ va
 const TEMPLATE_UPTIME: &str = "{{ value_json.uptime_s }}";
 const TEMPLATE_SOC_TEMPERATURE: &str = "{{ value_json.soc_temp_c | default('None') }}";
 const TEMPLATE_SERVO: &str = "{{ value_json.servo.state }}";
+/// The event entity's template: a `bonked` ack becomes an event of its severity, with the ack's
+/// fields (bonk_id, namespace, pod, count, …) as attributes; any other ack renders empty, which
+/// Home Assistant ignores.
+const TEMPLATE_BONK_EVENT: &str = "{% if value_json.outcome == 'bonked' %}\
+{{ dict(value_json, event_type=value_json.severity) | to_json }}{% endif %}";
 
 impl DeskDevice<'_> {
     /// The discovery messages for this desk, in a stable order.
@@ -229,7 +201,8 @@ impl DeskDevice<'_> {
                 json!({
                     "name": "Bonk",
                     "icon": "mdi:hammer",
-                    "state_topic": desk_event_topic(self.topics, self.desk),
+                    "state_topic": self.topics.desk_ack(self.desk),
+                    "value_template": TEMPLATE_BONK_EVENT,
                     "event_types": Severity::ALL.iter().rev().map(|s| s.as_str()).collect::<Vec<_>>(),
                     "qos": 1,
                 }),
@@ -443,7 +416,8 @@ mod tests {
         assert_eq!(button["payload_press"], BUTTON_PAYLOAD);
         let event = &discovery(false)[1].config;
         assert_eq!(event["event_types"], json!(["critical", "warning", "info"]));
-        assert_eq!(event["state_topic"], "bonker/desk/alice/event");
+        assert_eq!(event["state_topic"], "bonker/desk/alice/ack");
+        assert!(event["value_template"].is_string());
     }
 
     #[test]
@@ -451,15 +425,5 @@ mod tests {
         let bonk = crate::Bonk::parse_lenient(BUTTON_PAYLOAD.as_bytes());
         assert!(bonk.warnings.is_empty());
         assert_eq!(bonk.bonk.source, crate::Source::Homeassistant);
-    }
-
-    #[test]
-    fn event_payloads_name_a_declared_event_type() {
-        let payload = bonk_event_payload(Severity::Warning, "id-1", Some("payments"), None, 2);
-        let event: Value = serde_json::from_slice(&payload).expect("json");
-        assert_eq!(event["event_type"], "warning");
-        assert_eq!(event["namespace"], "payments");
-        assert_eq!(event["count"], 2);
-        assert!(event.get("pod").is_none());
     }
 }

@@ -96,6 +96,8 @@ proptest! {
             finished_at,
             severity,
             namespace: namespaces.first().cloned(),
+            pod: namespaces.get(1).cloned(),
+            count: severity.map(|_| namespaces.len() as u32 + 1),
             detail: None,
         };
         let back: Ack = serde_json::from_slice(&ack.to_json()).expect("ack parses");

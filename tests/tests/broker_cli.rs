@@ -107,3 +107,41 @@ async fn it_serves_from_flags_and_from_a_file_with_users() {
     .await;
     assert!(alice.is_ok(), "alice is served");
 }
+
+/// rumqttd keeps every message routed to a filter in that filter's log until the log is full,
+/// delivered or not; bonker-broker caps each log at `FILTER_LOG_BYTES`. Twelve times that much
+/// traffic through one filter, with a subscriber reading all of it, must leave the broker's
+/// memory no higher than one full log (plus per-message bookkeeping and allocator slack).
+#[tokio::test]
+async fn memory_per_filter_is_capped_by_its_log() {
+    use bonker_broker::settings::FILTER_LOG_BYTES;
+    use bonker_tests::measure::rss_kib;
+
+    const PAYLOAD: usize = 4 * 1024;
+    let broker = TestBroker::start(BrokerKind::Bonker);
+    let pid = broker.pid().expect("bonker-broker runs as a process");
+    let mut subscriber = Probe::connect(&broker.url(), &["bonker/bonk/memory"]).await;
+    let publisher = Probe::connect(&broker.url(), &[]).await;
+    let messages = 12 * FILTER_LOG_BYTES / PAYLOAD;
+    let mut before = None;
+    for n in 0..messages {
+        // Start counting once a first log's worth has passed: runtime buffers are warm then.
+        if n == FILTER_LOG_BYTES / PAYLOAD {
+            before = rss_kib(pid);
+        }
+        publisher
+            .publish("bonker/bonk/memory", vec![b'x'; PAYLOAD], false)
+            .await;
+        let message = subscriber.next().await;
+        assert_eq!(message.payload.len(), PAYLOAD);
+    }
+    let before = before.expect("broker RSS");
+    let after = rss_kib(pid).expect("broker RSS");
+    let traffic_kib = (messages * PAYLOAD / 1024) as u64;
+    let log_kib = (FILTER_LOG_BYTES / 1024) as u64;
+    assert!(
+        after <= before + log_kib + log_kib / 2 + 1024,
+        "bonker-broker grew from {before} KiB to {after} KiB after {traffic_kib} KiB through one \
+         filter (log capacity {log_kib} KiB)"
+    );
+}

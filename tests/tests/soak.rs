@@ -274,7 +274,24 @@ async fn steady_bonks_to_fifty_desks_with_bounded_memory() {
         );
     };
     within("the gateway", reference.gateway, last.gateway, 4 * 1024);
-    within(&kind.to_string(), reference.broker, last.broker, 4 * 1024);
+    // mosquitto holds only what is queued for someone. rumqttd keeps every message in its
+    // filter's log until the log wraps, delivered or not, so the bonker broker grows until each
+    // filter with traffic has a full log — here one per desk's namespace plus the ack, health and
+    // status filters — and no further (broker_cli.rs shows one log levelling off). Allowed: those
+    // logs, with half again for rumqttd's per-message bookkeeping.
+    let broker_slack_kib = match kind {
+        BrokerKind::Mosquitto => 4 * 1024,
+        BrokerKind::Bonker => {
+            let log_kib = (bonker_broker::settings::FILTER_LOG_BYTES / 1024) as u64;
+            (desks + 3) * log_kib * 3 / 2
+        }
+    };
+    within(
+        &kind.to_string(),
+        reference.broker,
+        last.broker,
+        broker_slack_kib,
+    );
     within(
         "the largest agent",
         reference.agent_max,

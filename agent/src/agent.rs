@@ -41,11 +41,18 @@ use crate::servo::Servo;
 use crate::servo::worker::{MoveRequest, ServoReport, ServoWorker};
 
 /// How many requests may wait in rumqttc's queue. The agent never blocks on it (it uses
-/// `try_publish`), and skips periodic health while disconnected, so this has to hold the acks and
-/// reports of a short outage — and of an alert storm: with 256, a desk bonked faster than its
-/// connection could send replies dropped acks (measured by the benchmarks). A slot costs a few
-/// dozen bytes only while it is used.
-const REQUEST_QUEUE: usize = 4096;
+/// `try_publish`) and skips periodic health while disconnected; what fills it is a storm.
+///
+/// Under a storm a desk receives faster than it can reply: rumqttc's event loop reads up to ten
+/// packets per poll but writes one request per poll. The broker cannot be made to pace its
+/// deliveries instead: with manual acks, a PUBACK sent only after the reply, mosquitto 2.0 still
+/// had 3,680 bonks unacknowledged out to one desk, far past its `max_inflight_messages` of 20.
+/// So this queue is the desk's buffer for replies, sized by memory: 32,768 acks of ~300 bytes
+/// is ~10 MB at worst on a 512 MB Pi, and a slot costs memory only while it is used. With 4,096
+/// slots a storm of 16,000 bonks lost 3,262 acks on mosquitto
+/// (`a_bonk_storm_gets_one_ack_per_bonk`). A reply that still finds the queue full is logged and
+/// dropped, never waited for.
+const REQUEST_QUEUE: usize = 32_768;
 
 // Shutdown budget: parking, `offline` and DISCONNECT together stay under the 15 s systemd allows
 // (TimeoutStopSec) before it kills the agent. Config validation keeps every move shorter than

@@ -26,6 +26,12 @@ pub const DEFAULT_EMBEDDED_BROKER_LISTEN: SocketAddr =
 /// How long a webhook waits for the broker to accept (PUBACK) all its bonks before answering 503.
 /// Well under Alertmanager's retry horizon, so a retry always follows.
 pub const DEFAULT_PUBLISH_TIMEOUT_MS: u64 = 5_000;
+/// How long the gateway, after reconnecting to the broker, holds bonks back until every desk that
+/// was online has said `online` again. A broker that restarted without persistence (the bonker
+/// broker, mosquitto without `persistence`) has forgotten the desks' subscriptions, and a bonk it
+/// accepts before a desk has subscribed again is lost for that desk. The agents' default
+/// `mqtt.reconnect_max_ms`, so a desk that backed off fully is still waited for.
+pub const DEFAULT_DESK_RETURN_TIMEOUT_MS: u64 = 30_000;
 /// The largest request body accepted (Alertmanager notifications are a few KiB per alert).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// How many bonk ids the dedupe window remembers.
@@ -38,6 +44,7 @@ pub const OOM_KILLED_ALERTNAME: &str = "OOMKilled";
 
 const MIN_PUBLISH_TIMEOUT_MS: u64 = 100;
 const MAX_PUBLISH_TIMEOUT_MS: u64 = 60_000;
+const MAX_DESK_RETURN_TIMEOUT_MS: u64 = 600_000;
 const MIN_MAX_BODY_BYTES: usize = 1024;
 const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
@@ -58,6 +65,9 @@ pub struct GatewayConfig {
     pub cluster: Option<String>,
     /// How long a request waits for the broker's PUBACKs before answering 503, in milliseconds.
     pub publish_timeout_ms: u64,
+    /// After a reconnect to the broker, how long bonks wait for the desks that were online to say
+    /// `online` again (re-subscribed), in milliseconds; 0 publishes at once.
+    pub desk_return_timeout_ms: u64,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// Run the bonker MQTT broker inside the gateway and connect to it.
@@ -83,6 +93,7 @@ impl Default for GatewayConfig {
             default_namespace: bonker_protocol::DEFAULT_NAMESPACE.to_owned(),
             cluster: None,
             publish_timeout_ms: DEFAULT_PUBLISH_TIMEOUT_MS,
+            desk_return_timeout_ms: DEFAULT_DESK_RETURN_TIMEOUT_MS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             embedded_broker: false,
             embedded_broker_listen: DEFAULT_EMBEDDED_BROKER_LISTEN,
@@ -267,6 +278,8 @@ pub struct Settings {
     pub cluster: Option<Cluster>,
     /// How long a request waits for PUBACKs.
     pub publish_timeout: Duration,
+    /// How long bonks wait for the desks after a reconnect to the broker (zero: not at all).
+    pub desk_return_timeout: Duration,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// The embedded broker's listen address, when the gateway runs one.
@@ -289,6 +302,7 @@ impl fmt::Debug for GatewayConfig {
             .field("default_namespace", &self.default_namespace)
             .field("cluster", &self.cluster)
             .field("publish_timeout_ms", &self.publish_timeout_ms)
+            .field("desk_return_timeout_ms", &self.desk_return_timeout_ms)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("embedded_broker", &self.embedded_broker)
             .field("embedded_broker_listen", &self.embedded_broker_listen)
@@ -367,6 +381,13 @@ impl GatewayConfig {
                 self.publish_timeout_ms
             )));
         }
+        if self.desk_return_timeout_ms > MAX_DESK_RETURN_TIMEOUT_MS {
+            return Err(invalid(format!(
+                "desk_return_timeout_ms must be at most {MAX_DESK_RETURN_TIMEOUT_MS} (0: do not \
+                 wait for desks after a reconnect), got {}",
+                self.desk_return_timeout_ms
+            )));
+        }
         if !(MIN_MAX_BODY_BYTES..=MAX_MAX_BODY_BYTES).contains(&self.max_body_bytes) {
             return Err(invalid(format!(
                 "max_body_bytes must be between {MIN_MAX_BODY_BYTES} and {MAX_MAX_BODY_BYTES}, \
@@ -404,6 +425,7 @@ impl GatewayConfig {
             default_namespace,
             cluster,
             publish_timeout: Duration::from_millis(self.publish_timeout_ms),
+            desk_return_timeout: Duration::from_millis(self.desk_return_timeout_ms),
             max_body_bytes: self.max_body_bytes,
             embedded_broker: self.embedded_broker.then_some(self.embedded_broker_listen),
             credentials,

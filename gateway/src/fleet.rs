@@ -216,6 +216,14 @@ impl Fleet {
         Ok(AckSeen { outcome, latency })
     }
 
+    /// The names of the desks whose status is `online`.
+    pub fn online_desk_names(&self) -> impl Iterator<Item = &str> {
+        self.desks
+            .iter()
+            .filter(|(_, record)| record.status == Some(Status::Online))
+            .map(|(desk, _)| desk.as_str())
+    }
+
     /// Desks whose status is `online`.
     pub fn desks_online(&self) -> usize {
         self.online

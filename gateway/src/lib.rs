@@ -73,6 +73,7 @@ impl AppState {
             &config::default_client_id(),
             settings.topics.clone(),
             settings.publish_timeout,
+            settings.desk_return_timeout,
             fleet.clone(),
             metrics.clone(),
         )?;

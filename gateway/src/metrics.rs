@@ -29,7 +29,13 @@ const HTTP_OUTCOMES: [&str; 6] = [
     "unavailable",
 ];
 /// Why a publish fails (see `mqtt::PublishError`).
-const PUBLISH_FAILURE_REASONS: [&str; 4] = ["timeout", "disconnected", "queue_full", "stopped"];
+const PUBLISH_FAILURE_REASONS: [&str; 5] = [
+    "timeout",
+    "disconnected",
+    "queue_full",
+    "stopped",
+    "desks_returning",
+];
 /// Why a desk message is ignored (see `fleet::Ignored`).
 const IGNORED_DESK_MESSAGE_REASONS: [&str; 4] = [
     "invalid_status",
@@ -110,6 +116,8 @@ pub struct Metrics {
     pub desks_known: Gauge,
     /// 1 while connected to the MQTT broker.
     pub mqtt_connected: Gauge,
+    /// Desks the gateway waits for after a reconnect before it publishes bonks.
+    pub desks_awaited: Gauge,
     /// Successful MQTT connections (the first one and every reconnect).
     pub mqtt_connections: Counter,
 }
@@ -203,6 +211,13 @@ impl Metrics {
             "1 while the gateway is connected to the MQTT broker",
             mqtt_connected.clone(),
         );
+        let desks_awaited = Gauge::default();
+        registry.register(
+            "desks_awaited",
+            "Desks that were online before the gateway reconnected to the MQTT broker and have not \
+             said online since; bonks wait for them",
+            desks_awaited.clone(),
+        );
         let mqtt_connections = Counter::default();
         registry.register(
             "mqtt_connections",
@@ -245,6 +260,7 @@ impl Metrics {
             desks_online,
             desks_known,
             mqtt_connected,
+            desks_awaited,
             mqtt_connections,
         }
     }

@@ -39,8 +39,22 @@
 //!   does not re-subscribe) and the backoff resets;
 //! - after an error the task waits [`Backoff::next_delay`] before polling again (rumqttc itself
 //!   would reconnect at once, forever).
+//!
+//! # Waiting for the desks after a reconnect
+//! The PUBACK says the broker has a bonk, not that any desk will get it: a broker restarted
+//! without persistence (the bonker broker; mosquitto without `persistence`) has forgotten every
+//! desk's subscription, and what it accepts before a desk subscribes again is delivered to nobody
+//! — with a 200 already sent, so Alertmanager never retries. So after every reconnect (not the
+//! first connect) the task holds bonks back until each desk the fleet view had `online` has sent
+//! a status again, or `desk_return_timeout` has passed. An agent publishes `online` right after
+//! its SUBACK, and the broker handles one connection's packets in order, so that status means the
+//! desk's subscriptions are in place. Where the broker kept everything (a network blip of the
+//! gateway alone, mosquitto with persistence), the retained statuses arrive right after the
+//! gateway's own SUBACK and the hold ends within milliseconds. Held bonks wait like bonks sent
+//! while disconnected; a request that gives up meanwhile answers 503
+//! ([`PublishError::DesksReturning`]) and Alertmanager retries.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -86,6 +100,12 @@ pub enum PublishError {
     /// The gateway is shutting down.
     #[error("the gateway is shutting down")]
     Stopped,
+    /// Reconnected, but desks that were online have not subscribed again yet.
+    #[error(
+        "reconnected to the MQTT broker; bonks wait until the desks that were online have \
+         subscribed again"
+    )]
+    DesksReturning,
 }
 
 impl PublishError {
@@ -96,6 +116,7 @@ impl PublishError {
             PublishError::Disconnected => "disconnected",
             PublishError::QueueFull => "queue_full",
             PublishError::Stopped => "stopped",
+            PublishError::DesksReturning => "desks_returning",
         }
     }
 }
@@ -120,6 +141,8 @@ struct PublishCommand {
 pub struct Publisher {
     commands: mpsc::Sender<PublishCommand>,
     timeout: Duration,
+    /// True while bonks wait for desks after a reconnect.
+    holding: watch::Receiver<bool>,
 }
 
 impl Publisher {
@@ -127,6 +150,13 @@ impl Publisher {
     /// the publish timeout has passed. One result per bonk, in order.
     pub async fn publish_all(&self, bonks: Vec<OutgoingBonk>) -> Vec<Result<(), PublishError>> {
         let deadline = tokio::time::Instant::now() + self.timeout;
+        let timed_out = || {
+            if *self.holding.borrow() {
+                PublishError::DesksReturning
+            } else {
+                PublishError::Timeout
+            }
+        };
         let mut answers = Vec::with_capacity(bonks.len());
         for outgoing in bonks {
             let (reply, answer) = oneshot::channel();
@@ -138,7 +168,7 @@ impl Publisher {
             answers.push(match queued {
                 Ok(Ok(())) => Ok(answer),
                 Ok(Err(_)) => Err(PublishError::Stopped),
-                Err(_) => Err(PublishError::Timeout),
+                Err(_) => Err(timed_out()),
             });
         }
         let mut results = Vec::with_capacity(answers.len());
@@ -148,7 +178,7 @@ impl Publisher {
                 Ok(answer) => match tokio::time::timeout_at(deadline, answer).await {
                     Ok(Ok(result)) => result,
                     Ok(Err(_)) => Err(PublishError::Stopped),
-                    Err(_) => Err(PublishError::Timeout),
+                    Err(_) => Err(timed_out()),
                 },
             });
         }
@@ -264,6 +294,18 @@ pub struct MqttTask {
     fleet: Arc<Mutex<Fleet>>,
     metrics: Arc<Metrics>,
     inflight: Inflight,
+    /// See "Waiting for the desks after a reconnect" above.
+    desk_return_timeout: Duration,
+    ever_connected: bool,
+    hold: Option<Hold>,
+    holding: watch::Sender<bool>,
+}
+
+/// Bonks held back after a reconnect, until these desks have said `online` again.
+struct Hold {
+    awaited: HashSet<String>,
+    started: tokio::time::Instant,
+    deadline: tokio::time::Instant,
 }
 
 impl std::fmt::Debug for MqttTask {
@@ -294,6 +336,7 @@ pub fn connect(
     default_client_id: &str,
     topics: Topics,
     publish_timeout: Duration,
+    desk_return_timeout: Duration,
     fleet: Arc<Mutex<Fleet>>,
     metrics: Arc<Metrics>,
 ) -> Result<Connection, SettingsError> {
@@ -303,6 +346,7 @@ pub fn connect(
     tune_event_loop(&mut event_loop, settings);
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
     let (connected, connected_rx) = watch::channel(false);
+    let (holding, holding_rx) = watch::channel(false);
     let task = MqttTask {
         client,
         event_loop,
@@ -315,11 +359,16 @@ pub fn connect(
         fleet,
         metrics,
         inflight: Inflight::default(),
+        desk_return_timeout,
+        ever_connected: false,
+        hold: None,
+        holding,
     };
     Ok(Connection {
         publisher: Publisher {
             commands: commands_tx,
             timeout: publish_timeout,
+            holding: holding_rx,
         },
         task,
         connected: connected_rx,
@@ -365,12 +414,23 @@ impl MqttTask {
         let poll = self.event_loop.poll();
         tokio::pin!(poll);
         loop {
+            let hold_deadline = self.hold.as_ref().map(|hold| hold.deadline);
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Step::Shutdown,
                 event = &mut poll => return Step::Event(event),
+                () = sleep_until(hold_deadline), if hold_deadline.is_some() => {
+                    // Field by field: `poll` holds the event loop.
+                    if let Some(hold) = self.hold.take() {
+                        end_hold(hold, &self.holding, &self.metrics);
+                        if self.is_connected {
+                            self.inflight.pump(&self.client, &self.fleet);
+                        }
+                    }
+                }
                 Some(command) = self.commands.recv() => {
-                    self.inflight.submit(command, self.is_connected, &self.client, &self.fleet);
+                    let ready = self.is_connected && self.hold.is_none();
+                    self.inflight.submit(command, ready, &self.client, &self.fleet);
                 }
             }
         }
@@ -386,7 +446,8 @@ impl MqttTask {
                 () = shutdown.cancelled() => return false,
                 () = &mut sleep => return true,
                 Some(command) = self.commands.recv() => {
-                    self.inflight.submit(command, self.is_connected, &self.client, &self.fleet);
+                    let ready = self.ready_to_publish();
+                    self.inflight.submit(command, ready, &self.client, &self.fleet);
                 }
             }
         }
@@ -444,7 +505,70 @@ impl MqttTask {
         if let Err(error) = self.client.try_subscribe_many(filters) {
             tracing::warn!(%error, "cannot subscribe to the desk topics; the fleet view stays empty");
         }
-        self.inflight.pump(&self.client, &self.fleet);
+        if std::mem::replace(&mut self.ever_connected, true) {
+            self.hold_for_desks();
+        }
+        if self.ready_to_publish() {
+            self.inflight.pump(&self.client, &self.fleet);
+        }
+    }
+
+    /// Connected and not holding bonks back for returning desks.
+    fn ready_to_publish(&self) -> bool {
+        self.is_connected && self.hold.is_none()
+    }
+
+    /// After a reconnect: holds bonks until the desks that were online say so again.
+    fn hold_for_desks(&mut self) {
+        if self.desk_return_timeout.is_zero() {
+            return;
+        }
+        let awaited: HashSet<String> = lock(&self.fleet)
+            .online_desk_names()
+            .map(str::to_owned)
+            .collect();
+        if awaited.is_empty() {
+            return;
+        }
+        tracing::info!(
+            desks = awaited.len(),
+            timeout_ms = self.desk_return_timeout.as_millis() as u64,
+            "reconnected: holding bonks until the desks that were online have subscribed again"
+        );
+        let started = tokio::time::Instant::now();
+        self.metrics.desks_awaited.set(gauge_value(awaited.len()));
+        self.holding.send_replace(true);
+        self.hold = Some(Hold {
+            awaited,
+            started,
+            deadline: started + self.desk_return_timeout,
+        });
+    }
+
+    /// A desk sent a status (retained or fresh): it is connected and subscribed.
+    fn desk_returned(&mut self, desk: &str) {
+        let Some(hold) = &mut self.hold else {
+            return;
+        };
+        if hold.awaited.remove(desk) {
+            self.metrics
+                .desks_awaited
+                .set(gauge_value(hold.awaited.len()));
+            if hold.awaited.is_empty() {
+                self.release_hold();
+            }
+        }
+    }
+
+    /// Ends the hold (every desk is back) and publishes what waited.
+    fn release_hold(&mut self) {
+        let Some(hold) = self.hold.take() else {
+            return;
+        };
+        end_hold(hold, &self.holding, &self.metrics);
+        if self.ready_to_publish() {
+            self.inflight.pump(&self.client, &self.fleet);
+        }
     }
 
     fn connection_lost(&mut self, error: &ConnectionError) {
@@ -457,6 +581,10 @@ impl MqttTask {
         self.connected.send_replace(false);
         self.metrics.mqtt_connected.set(0);
         self.inflight.fail_sent(PublishError::Disconnected);
+        // The next ConnAck starts a new hold from the fleet view, which this one's desks are in.
+        self.hold = None;
+        self.holding.send_replace(false);
+        self.metrics.desks_awaited.set(0);
     }
 
     fn subscribed(&self, ack: &SubAck) {
@@ -474,14 +602,20 @@ impl MqttTask {
         }
     }
 
-    fn message(&self, publish: &Publish) {
+    fn message(&mut self, publish: &Publish) {
         let now = Utc::now();
         let now_instant = std::time::Instant::now();
         let topic = publish.topic.as_str();
         let payload = &publish.payload[..];
+        let mut returned = None;
         let mut fleet = lock(&self.fleet);
         let result = match self.topics.route(topic) {
-            Some(Route::Status(desk)) => fleet.record_status(desk, payload, now),
+            Some(Route::Status(desk)) => {
+                if self.hold.is_some() {
+                    returned = Some(desk.to_string());
+                }
+                fleet.record_status(desk, payload, now)
+            }
             Some(Route::Health(desk)) => fleet.record_health(desk, payload, now),
             Some(Route::Ack(desk)) => {
                 let name = desk.to_string();
@@ -517,6 +651,9 @@ impl MqttTask {
             self.metrics.desk_message_ignored(ignored.as_str());
             tracing::warn!(topic, reason = ignored.as_str(), "ignoring a desk message");
         }
+        if let Some(desk) = returned {
+            self.desk_returned(&desk);
+        }
     }
 
     async fn disconnect(mut self) {
@@ -548,6 +685,33 @@ impl MqttTask {
 /// Locks the fleet; a panic elsewhere while holding it leaves data that is still worth serving.
 pub(crate) fn lock(fleet: &Mutex<Fleet>) -> std::sync::MutexGuard<'_, Fleet> {
     fleet.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Reports the end of a hold: every desk back, or the timeout passed with some missing.
+fn end_hold(hold: Hold, holding: &watch::Sender<bool>, metrics: &Metrics) {
+    let waited_ms = hold.started.elapsed().as_millis() as u64;
+    if hold.awaited.is_empty() {
+        tracing::info!(waited_ms, "every desk is back; publishing bonks again");
+    } else {
+        let mut missing: Vec<&str> = hold.awaited.iter().map(String::as_str).collect();
+        missing.sort_unstable();
+        tracing::warn!(
+            waited_ms,
+            missing = ?missing,
+            "desks did not come back within desk_return_timeout_ms; publishing bonks again (they \
+             miss what is published until they subscribe)"
+        );
+    }
+    metrics.desks_awaited.set(0);
+    holding.send_replace(false);
+}
+
+/// Sleeps until `deadline`; never wakes without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn gauge_value(count: usize) -> i64 {

@@ -583,12 +583,157 @@ async fn concurrent_webhooks_are_each_confirmed_and_delivered_once(kind: BrokerK
     );
 }
 
+/// A desk as the broker sees it: subscribed to `bonker/bonk/payments`, then `online` (retained)
+/// on its status topic, in that order on one connection, as the agent does.
+async fn desk_subscribed_then_online(broker: &TestBroker, desk: &str) -> Probe {
+    let probe = Probe::connect(&broker.url(), &["bonker/bonk/payments"]).await;
+    probe
+        .publish(&format!("bonker/desk/{desk}/status"), "online", true)
+        .await;
+    probe
+}
+
+/// `bonker_gateway_desks_awaited` as the gateway reports it.
+async fn desks_awaited(gateway: &Gateway) -> Option<u64> {
+    gateway
+        .metrics()
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix("bonker_gateway_desks_awaited "))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// A broker restarted without persistence (both test brokers run without) forgets every desk's
+/// subscription. A bonk it accepted before the desk subscribed again would reach nobody — with a
+/// 200 already sent — so after reconnecting the gateway holds bonks until the desks that were
+/// online say `online` again: meanwhile requests get 503 (Alertmanager retries), and once the desk
+/// is back the retry is published and reaches it.
+async fn after_a_broker_restart_bonks_wait_for_the_desks(kind: BrokerKind) {
+    let mut broker = TestBroker::start(kind);
+    let gateway =
+        Gateway::start(&broker.url(), &[], &[("BONKER_PUBLISH_TIMEOUT_MS", "1000")]).await;
+    let before = desk_subscribed_then_online(&broker, "dora").await;
+    gateway
+        .eventually("dora online in the fleet view", || async {
+            gateway
+                .metrics()
+                .await
+                .contains("bonker_gateway_desks_online 1")
+                .then_some(())
+        })
+        .await;
+    drop(before);
+    broker.restart();
+    gateway
+        .eventually("a second MQTT connection", || async {
+            gateway
+                .metrics()
+                .await
+                .contains("bonker_gateway_mqtt_connections_total 2")
+                .then_some(())
+        })
+        .await;
+    assert_eq!(desks_awaited(&gateway).await, Some(1), "{kind}");
+    let (status, reply) = gateway
+        .post(
+            "/bonk",
+            &json!({"namespace": "payments", "message": "refused"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{kind}: {reply}");
+    let error = reply["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("desks that were online have subscribed again") && error.contains("retry"),
+        "{kind}: {reply}"
+    );
+    let mut dora = desk_subscribed_then_online(&broker, "dora").await;
+    gateway
+        .eventually("the gateway no longer waits for dora", || async {
+            (desks_awaited(&gateway).await == Some(0)).then_some(())
+        })
+        .await;
+    let (status, reply) = gateway
+        .post(
+            "/bonk",
+            &json!({"namespace": "payments", "message": "after the restart"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{kind}: {reply}");
+    // The first bonk dora gets is the retry: the refused request was not published later.
+    let message = dora.next().await;
+    assert_eq!(message.topic, "bonker/bonk/payments", "{kind}");
+    assert_eq!(message.json()["summary"], "after the restart", "{kind}");
+}
+
+/// A desk that does not come back does not hold bonks forever: after `desk_return_timeout_ms`
+/// (3 s here) bonks flow again, with a warning naming the missing desk.
+async fn a_desk_that_stays_away_holds_bonks_only_until_the_timeout(kind: BrokerKind) {
+    let mut broker = TestBroker::start(kind);
+    let gateway = Gateway::start(
+        &broker.url(),
+        &[],
+        &[
+            ("BONKER_PUBLISH_TIMEOUT_MS", "1000"),
+            ("BONKER_DESK_RETURN_TIMEOUT_MS", "3000"),
+        ],
+    )
+    .await;
+    let gone = desk_subscribed_then_online(&broker, "gus").await;
+    gateway
+        .eventually("gus online in the fleet view", || async {
+            gateway
+                .metrics()
+                .await
+                .contains("bonker_gateway_desks_online 1")
+                .then_some(())
+        })
+        .await;
+    drop(gone);
+    broker.restart();
+    gateway
+        .eventually("a second MQTT connection", || async {
+            gateway
+                .metrics()
+                .await
+                .contains("bonker_gateway_mqtt_connections_total 2")
+                .then_some(())
+        })
+        .await;
+    let held_since = Instant::now();
+    assert_eq!(desks_awaited(&gateway).await, Some(1), "{kind}");
+    let mut watcher = Probe::connect(&broker.url(), &["bonker/bonk/payments"]).await;
+    let (status, reply) = gateway
+        .eventually("a bonk accepted once the hold timed out", || async {
+            let (status, reply) = gateway
+                .post("/bonk", &json!({"namespace": "payments"}))
+                .await;
+            (status == StatusCode::OK).then_some((status, reply))
+        })
+        .await;
+    assert_eq!(status, StatusCode::OK, "{kind}: {reply}");
+    // Requests before the timeout got 503 (1 s each); the first 200 came after the hold.
+    assert!(
+        held_since.elapsed() >= Duration::from_millis(2000),
+        "{kind}: the hold ended after {:?}",
+        held_since.elapsed()
+    );
+    assert_eq!(desks_awaited(&gateway).await, Some(0), "{kind}");
+    assert_eq!(watcher.next().await.topic, "bonker/bonk/payments", "{kind}");
+    let output = gateway.process.output();
+    assert!(
+        output.contains("did not come back") && output.contains("gus"),
+        "{kind}: no warning naming gus:\n{output}"
+    );
+}
+
 bonker_tests::for_both_brokers!(
     multi_alert_notification_bonks_exactly_the_expected_topics,
     broker_down_gives_503_and_a_retry_after_it_is_back_bonks,
     fake_desk_acks_show_up_in_the_fleet_view,
     resubscribes_after_a_broker_restart,
     concurrent_webhooks_are_each_confirmed_and_delivered_once,
+    after_a_broker_restart_bonks_wait_for_the_desks,
+    a_desk_that_stays_away_holds_bonks_only_until_the_timeout,
 );
 
 /// `--embedded-broker`: one process is a broker and a gateway; MQTT clients use the broker too.

@@ -603,18 +603,19 @@ async fn desks_awaited(gateway: &Gateway) -> Option<u64> {
         .and_then(|value| value.trim().parse().ok())
 }
 
-/// A broker restarted without persistence (both test brokers run without) forgets every desk's
-/// subscription. A bonk it accepted before the desk subscribed again would reach nobody — with a
-/// 200 already sent — so after reconnecting the gateway holds bonks until the desks that were
-/// online say `online` again: meanwhile requests get 503 (Alertmanager retries), and once the desk
-/// is back the retry is published and reaches it.
-async fn after_a_broker_restart_bonks_wait_for_the_desks(kind: BrokerKind) {
+/// A broker, a gateway with `env`, and `desk` online in the gateway's fleet view; then the broker
+/// restarts (forgetting the desk's subscription) and the gateway reconnects. The desk's old
+/// connection is gone with the broker: it is back only when the test brings it back.
+async fn restarted_after_desk_was_online(
+    kind: BrokerKind,
+    desk: &str,
+    env: &[(&str, &str)],
+) -> (TestBroker, Gateway) {
     let mut broker = TestBroker::start(kind);
-    let gateway =
-        Gateway::start(&broker.url(), &[], &[("BONKER_PUBLISH_TIMEOUT_MS", "1000")]).await;
-    let before = desk_subscribed_then_online(&broker, "dora").await;
+    let gateway = Gateway::start(&broker.url(), &[], env).await;
+    let before = desk_subscribed_then_online(&broker, desk).await;
     gateway
-        .eventually("dora online in the fleet view", || async {
+        .eventually("the desk online in the fleet view", || async {
             gateway
                 .metrics()
                 .await
@@ -633,6 +634,18 @@ async fn after_a_broker_restart_bonks_wait_for_the_desks(kind: BrokerKind) {
                 .then_some(())
         })
         .await;
+    (broker, gateway)
+}
+
+/// A broker restarted without persistence (both test brokers run without) forgets every desk's
+/// subscription. A bonk it accepted before the desk subscribed again would reach nobody — with a
+/// 200 already sent — so after reconnecting the gateway holds bonks until the desks that were
+/// online say `online` again: meanwhile requests get 503 (Alertmanager retries), and once the desk
+/// is back the retry is published and reaches it.
+async fn after_a_broker_restart_bonks_wait_for_the_desks(kind: BrokerKind) {
+    let (broker, gateway) =
+        restarted_after_desk_was_online(kind, "dora", &[("BONKER_PUBLISH_TIMEOUT_MS", "1000")])
+            .await;
     assert_eq!(desks_awaited(&gateway).await, Some(1), "{kind}");
     let (status, reply) = gateway
         .post(
@@ -668,37 +681,15 @@ async fn after_a_broker_restart_bonks_wait_for_the_desks(kind: BrokerKind) {
 /// A desk that does not come back does not hold bonks forever: after `desk_return_timeout_ms`
 /// (3 s here) bonks flow again, with a warning naming the missing desk.
 async fn a_desk_that_stays_away_holds_bonks_only_until_the_timeout(kind: BrokerKind) {
-    let mut broker = TestBroker::start(kind);
-    let gateway = Gateway::start(
-        &broker.url(),
-        &[],
+    let (broker, gateway) = restarted_after_desk_was_online(
+        kind,
+        "gus",
         &[
             ("BONKER_PUBLISH_TIMEOUT_MS", "1000"),
             ("BONKER_DESK_RETURN_TIMEOUT_MS", "3000"),
         ],
     )
     .await;
-    let gone = desk_subscribed_then_online(&broker, "gus").await;
-    gateway
-        .eventually("gus online in the fleet view", || async {
-            gateway
-                .metrics()
-                .await
-                .contains("bonker_gateway_desks_online 1")
-                .then_some(())
-        })
-        .await;
-    drop(gone);
-    broker.restart();
-    gateway
-        .eventually("a second MQTT connection", || async {
-            gateway
-                .metrics()
-                .await
-                .contains("bonker_gateway_mqtt_connections_total 2")
-                .then_some(())
-        })
-        .await;
     let held_since = Instant::now();
     assert_eq!(desks_awaited(&gateway).await, Some(1), "{kind}");
     let mut watcher = Probe::connect(&broker.url(), &["bonker/bonk/payments"]).await;

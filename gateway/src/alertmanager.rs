@@ -237,6 +237,7 @@ impl BonkRules {
             fired_at: Some(alert.starts_at),
             sent_at: Some(now),
             count: 1,
+            kill: None,
         };
         PlannedBonk {
             topic: self.topics.namespace_bonk(&topic_namespace),

@@ -13,6 +13,8 @@ use chrono::{DateTime, Timelike, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
+use crate::kill::Kill;
+
 /// The payload schema version carried in the `v` field of every JSON payload.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -264,6 +266,10 @@ pub struct Bonk {
     /// How many events this one bonk stands for (several alerts coalesced); 1 when absent.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub count: u32,
+    /// The OOM kill this bonk reports, for bonks from a detector (watcher, alert); hand-made
+    /// bonks have none and are never merged with another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill: Option<Kill>,
 }
 
 impl Bonk {
@@ -286,6 +292,7 @@ impl Bonk {
             fired_at: None,
             sent_at: Some(Utc::now()),
             count: 1,
+            kill: None,
         }
     }
 
@@ -363,6 +370,23 @@ fn cut(value: &str, field: &str, warnings: &mut Vec<String>) -> String {
         end -= 1;
     }
     value[..end].to_owned()
+}
+
+/// Cuts the kill's strings like any other field's.
+fn cut_kill(mut kill: Kill, warnings: &mut Vec<String>) -> Kill {
+    for (field, value) in [
+        ("kill.cluster", &mut kill.cluster),
+        ("kill.namespace", &mut kill.namespace),
+        ("kill.pod", &mut kill.pod),
+        ("kill.container", &mut kill.container),
+        ("kill.node", &mut kill.node),
+        ("kill.trigger", &mut kill.trigger),
+    ] {
+        if let Some(text) = value {
+            *text = cut(text, field, warnings);
+        }
+    }
+    kill
 }
 
 /// A plain-text payload: a severity word, or else a summary.
@@ -449,6 +473,13 @@ fn apply_fields(bonk: &mut Bonk, fields: &Map<String, Value>, warnings: &mut Vec
                     _ => bonk.summary = text,
                 }
             }
+            "kill" => match serde_json::from_value::<Kill>(value.clone()) {
+                Ok(kill) => bonk.kill = Some(cut_kill(kill, warnings)),
+                Err(error) => warnings.push(format!(
+                    "field `kill`: {error}; ignored (the bonk is not merged with other reports \
+                     of its kill)"
+                )),
+            },
             // Unknown fields are ignored, as for serde: newer publishers may add fields.
             _ => {}
         }

@@ -8,6 +8,9 @@
 //! - [`topics`]: every topic, its QoS and retain flag, and [`topics::Topics::route`] to classify
 //!   incoming ones.
 //! - [`bonk`]: the [`Bonk`] payload, with a lenient parser for hand-typed bonks.
+//! - [`kill`]: a kill's identity ([`Kill`]) and the one rule ([`KillLedger`]) deciding whether
+//!   two detectors' reports are the same OOM kill.
+//! - [`recent`]: the sliding window of bonk ids seen, which desks and gateways dedupe by.
 //! - [`desk`]: what desks publish back: [`Ack`], [`Status`], [`Health`].
 //! - [`homeassistant`]: Home Assistant MQTT discovery topics and payloads for each desk.
 //!
@@ -16,12 +19,16 @@
 pub mod bonk;
 pub mod desk;
 pub mod homeassistant;
+pub mod kill;
 pub mod names;
+pub mod recent;
 pub mod topics;
 
 pub use bonk::{Bonk, BonkId, Lenient, SCHEMA_VERSION, Severity, Source};
 pub use desk::{Ack, Health, Outcome, ServoHealth, Status};
+pub use kill::{Detector, Kill, KillLedger, Limit};
 pub use names::{Cluster, DeskId, NameError, Namespace, Prefix, PrefixFilter};
+pub use recent::RecentIds;
 pub use topics::{BonkFilters, Delivery, Route, Topics};
 
 /// The default topic prefix.

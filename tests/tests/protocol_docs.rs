@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use bonker_protocol::{Ack, Bonk, Health, Route, Severity, Topics};
+use bonker_protocol::{Ack, Bonk, BonkId, Detector, Health, Route, Severity, Source, Topics};
 use bonker_tests::{BrokerKind, Probe, TestBroker};
 
 const DOC: &str = include_str!("../../docs/protocol.md");
@@ -130,13 +130,37 @@ fn every_json_example_parses_as_its_type() {
             healths += 1;
         } else {
             let bonk: Bonk = serde_json::from_value(value).expect("bonk example");
-            assert_eq!(
-                bonk.id,
-                bonker_protocol::BonkId::for_alert("abc123", "2026-11-21T10:00:00Z"),
-                "the documented id is the stable id of a real alert"
-            );
+            let kill = bonk
+                .kill
+                .as_ref()
+                .expect("a detector's bonk carries its kill");
+            match bonk.source {
+                Source::Alertmanager => {
+                    assert_eq!(
+                        bonk.id,
+                        BonkId::for_alert("abc123", "2026-11-21T10:00:00Z"),
+                        "the documented id is the stable id of a real alert"
+                    );
+                    assert_eq!(kill.by, Detector::Alert);
+                }
+                Source::Watcher => {
+                    assert_eq!(
+                        bonk.id,
+                        BonkId::stable(&[
+                            "watcher",
+                            "node-a",
+                            "0f4e7c1a-2b3d-4e5f-8a9b-1c2d3e4f5a6b",
+                            "812"
+                        ]),
+                        "the documented id is the stable id of a kernel record"
+                    );
+                    assert_eq!(kill.by, Detector::Kernel);
+                }
+                other => panic!("no example of a {other:?} bonk is expected"),
+            }
+            assert_eq!(kill.pod, bonk.pod, "the kill names the bonk's pod");
             bonks += 1;
         }
     }
-    assert_eq!((bonks, acks, healths), (1, 1, 1));
+    assert_eq!((bonks, acks, healths), (2, 1, 1));
 }

@@ -175,6 +175,8 @@ impl Agent {
             max_age: config.max_age,
             dedupe_window: config.dedupe_window,
             dedupe_max_entries: DEDUPE_MAX_ENTRIES,
+            kill_window: config.kill_window,
+            max_kills: bonker_protocol::kill::DEFAULT_MAX_KILLS,
             rate_max_bonks: config.rate_max_bonks,
             rate_window: config.rate_window,
         });
@@ -490,6 +492,12 @@ impl Agent {
         let decision = self.policy.decide(&bonk, Instant::now(), received_at);
         let immediate = match decision {
             Decision::Duplicate => ack(Outcome::Duplicate, None),
+            Decision::SameKill { earlier } => ack(
+                Outcome::Duplicate,
+                Some(format!(
+                    "the same OOM kill as bonk {earlier}, already performed"
+                )),
+            ),
             Decision::Expired { age } => ack(
                 Outcome::Expired,
                 Some(format!(

@@ -20,6 +20,8 @@ pub const DEFAULT_MAX_AGE_S: u64 = 600;
 pub const DEFAULT_HEALTH_INTERVAL_S: u64 = 30;
 /// Default window in which a bonk id seen again is a duplicate, in seconds.
 pub const DEFAULT_DEDUPE_WINDOW_S: u64 = 86_400;
+/// How far apart two reports of one OOM kill may be, in seconds: the gateway's default too.
+pub const DEFAULT_KILL_WINDOW_S: u64 = bonker_protocol::kill::DEFAULT_WINDOW.as_secs();
 /// Most bonk ids remembered for deduplication; the oldest are forgotten first.
 pub const DEDUPE_MAX_ENTRIES: usize = 10_000;
 /// Default rate limit: at most this many performed bonks…
@@ -79,8 +81,12 @@ pub struct Settings {
     pub max_age_s: u64,
     /// Seconds between retained health reports.
     pub health_interval_s: u64,
-    /// Seconds a bonk id is remembered; the same id again is acked `duplicate`.
+    /// Seconds a bonk id is remembered after it was last seen; the same id again is acked
+    /// `duplicate`.
     pub dedupe_window_s: u64,
+    /// Seconds two reports of one OOM kill may be apart (the watcher's and an alert's); the later
+    /// is acked `duplicate`. 0 = judge by id only.
+    pub kill_window_s: u64,
     /// File holding the SoC temperature in millidegrees; reported when it exists.
     pub soc_temp_file: PathBuf,
     /// Per-desk rate limit.
@@ -103,6 +109,7 @@ impl Default for Settings {
             max_age_s: DEFAULT_MAX_AGE_S,
             health_interval_s: DEFAULT_HEALTH_INTERVAL_S,
             dedupe_window_s: DEFAULT_DEDUPE_WINDOW_S,
+            kill_window_s: DEFAULT_KILL_WINDOW_S,
             soc_temp_file: PathBuf::from(DEFAULT_SOC_TEMP_FILE),
             rate_limit: RateLimitSettings::default(),
             servo: ServoSettings::default(),
@@ -447,6 +454,8 @@ pub struct AgentConfig {
     pub health_interval: Duration,
     /// Deduplication window.
     pub dedupe_window: Duration,
+    /// How far apart two reports of one kill may be.
+    pub kill_window: Duration,
     /// Performed bonks allowed per window.
     pub rate_max_bonks: u32,
     /// The rate limit window.
@@ -528,6 +537,7 @@ impl AgentConfig {
             max_age: (settings.max_age_s > 0).then(|| Duration::from_secs(settings.max_age_s)),
             health_interval: Duration::from_secs(settings.health_interval_s),
             dedupe_window: Duration::from_secs(settings.dedupe_window_s),
+            kill_window: Duration::from_secs(settings.kill_window_s),
             rate_max_bonks: settings.rate_limit.max_bonks,
             rate_window: Duration::from_secs(settings.rate_limit.per_s),
             soc_temp_file: settings.soc_temp_file,

@@ -2,16 +2,22 @@
 //!
 //! Pure bookkeeping with the clock passed in, so every rule is unit-tested without waiting:
 //! - the same bonk id seen again within the dedupe window → `duplicate` (replicated gateways and
-//!   Alertmanager HA pairs deliver the same alert twice; QoS 1 may redeliver);
+//!   Alertmanager HA pairs deliver the same alert twice; QoS 1 may redeliver). The window slides:
+//!   every repeat refreshes the id, so an alert re-sent for days is performed once;
+//! - a bonk for a kill this desk already moved for within the kill window → `duplicate` too.
+//!   The gateway normally merges an alert into the watcher's bonk for the same kill; this is the
+//!   backstop when it could not (a gateway restarted in between, a broker that lost its state, a
+//!   bonk published by another tool). The rule is the protocol's [`KillLedger`], the same one
+//!   the gateway applies;
 //! - older than the maximum age (by `sent_at`, else `fired_at`) → `expired`, so a Pi that was off
 //!   overnight does not wake up and bonk forty times;
 //! - more performed bonks in the window than the rate limit allows → `rate_limited`, and the bonk
 //!   is coalesced into the next performed one, whose stroke count grows (capped by the motion).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use bonker_protocol::{Bonk, BonkId, Severity};
+use bonker_protocol::{Bonk, BonkId, KillLedger, RecentIds, Severity};
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
@@ -28,6 +34,11 @@ pub enum Decision {
     },
     /// Seen before within the window.
     Duplicate,
+    /// Reports a kill this desk already moved for, as the `earlier` bonk.
+    SameKill {
+        /// The bonk already performed for this kill.
+        earlier: BonkId,
+    },
     /// Too old.
     Expired {
         /// How old it was.
@@ -42,10 +53,14 @@ pub enum Decision {
 pub struct PolicySettings {
     /// Maximum age; `None` = never expire.
     pub max_age: Option<Duration>,
-    /// How long an id is remembered.
+    /// How long an id is remembered after it was last seen.
     pub dedupe_window: Duration,
     /// Most ids remembered.
     pub dedupe_max_entries: usize,
+    /// How far apart two reports of one kill may be; zero merges nothing.
+    pub kill_window: Duration,
+    /// Most kills remembered.
+    pub max_kills: usize,
     /// Performed bonks allowed per window.
     pub rate_max_bonks: u32,
     /// The rate window.
@@ -56,8 +71,8 @@ pub struct PolicySettings {
 #[derive(Debug)]
 pub struct Policy {
     settings: PolicySettings,
-    seen: HashSet<BonkId>,
-    seen_order: VecDeque<(Instant, BonkId)>,
+    seen: RecentIds,
+    kills: KillLedger,
     performed: VecDeque<Instant>,
     coalesced_count: u32,
     coalesced_severity: Option<Severity>,
@@ -68,8 +83,8 @@ impl Policy {
     pub fn new(settings: PolicySettings) -> Self {
         Self {
             settings,
-            seen: HashSet::new(),
-            seen_order: VecDeque::new(),
+            seen: RecentIds::new(settings.dedupe_max_entries, settings.dedupe_window),
+            kills: KillLedger::new(settings.kill_window, settings.max_kills),
             performed: VecDeque::new(),
             coalesced_count: 0,
             coalesced_severity: None,
@@ -82,10 +97,11 @@ impl Policy {
     /// the caller hands it back with [`Policy::coalesce_instead`].
     pub fn decide(&mut self, bonk: &Bonk, now: Instant, wall: DateTime<Utc>) -> Decision {
         self.forget_old(now);
-        if self.seen.contains(&bonk.id) {
+        let std_now = now.into_std();
+        if self.seen.seen_again(&bonk.id, std_now) {
             return Decision::Duplicate;
         }
-        self.remember(bonk.id.clone(), now);
+        self.seen.insert(bonk.id.clone(), std_now);
         if let (Some(max_age), Some(reference)) = (self.settings.max_age, bonk.reference_time()) {
             // A bonk from the future (clock skew) has age zero.
             let age = (wall - reference).to_std().unwrap_or(Duration::ZERO);
@@ -93,6 +109,13 @@ impl Policy {
                 return Decision::Expired { age };
             }
         }
+        if let Some(earlier) = self.kills.merge_target(bonk, std_now) {
+            return Decision::SameKill {
+                earlier: earlier.clone(),
+            };
+        }
+        // Performed now or coalesced into the next move: either way, this kill moved the arm.
+        self.kills.record(bonk, std_now);
         if self.performed.len() >= self.settings.rate_max_bonks as usize {
             self.coalesced_count = self.coalesced_count.saturating_add(bonk.count.max(1));
             self.coalesced_severity = self.coalesced_severity.max(Some(bonk.severity));
@@ -121,25 +144,7 @@ impl Policy {
         self.coalesced_count
     }
 
-    fn remember(&mut self, id: BonkId, now: Instant) {
-        if self.seen_order.len() >= self.settings.dedupe_max_entries
-            && let Some((_, oldest)) = self.seen_order.pop_front()
-        {
-            self.seen.remove(&oldest);
-        }
-        self.seen.insert(id.clone());
-        self.seen_order.push_back((now, id));
-    }
-
     fn forget_old(&mut self, now: Instant) {
-        while let Some((at, _)) = self.seen_order.front() {
-            if now.duration_since(*at) < self.settings.dedupe_window {
-                break;
-            }
-            if let Some((_, id)) = self.seen_order.pop_front() {
-                self.seen.remove(&id);
-            }
-        }
         while let Some(at) = self.performed.front() {
             if now.duration_since(*at) < self.settings.rate_window {
                 break;
@@ -151,7 +156,7 @@ impl Policy {
 
 #[cfg(test)]
 mod tests {
-    use bonker_protocol::Source;
+    use bonker_protocol::{Detector, Kill, Source};
 
     use super::*;
 
@@ -160,6 +165,8 @@ mod tests {
             max_age: Some(Duration::from_secs(600)),
             dedupe_window: Duration::from_secs(3600),
             dedupe_max_entries: 100,
+            kill_window: Duration::from_secs(600),
+            max_kills: 100,
             rate_max_bonks: 2,
             rate_window: Duration::from_secs(60),
         }
@@ -299,6 +306,119 @@ mod tests {
         }
         assert!(matches!(
             policy.decide(&first, now, Utc::now()),
+            Decision::Perform { .. }
+        ));
+    }
+
+    #[test]
+    fn an_id_repeated_more_often_than_the_window_is_long_stays_a_duplicate() {
+        let mut policy = Policy::new(PolicySettings {
+            dedupe_window: Duration::from_secs(60),
+            ..settings()
+        });
+        let start = Instant::now();
+        let b = bonk(Severity::Critical);
+        assert!(matches!(
+            policy.decide(&b, start, Utc::now()),
+            Decision::Perform { .. }
+        ));
+        for n in 1..20 {
+            let at = start + Duration::from_secs(50 * n);
+            assert_eq!(
+                policy.decide(&b, at, Utc::now()),
+                Decision::Duplicate,
+                "repeat {n}"
+            );
+        }
+    }
+
+    fn kill_bonk(source: Source, by: Detector, at: DateTime<Utc>) -> Bonk {
+        let mut bonk = Bonk::new(source, Severity::Critical);
+        let mut kill = Kill::new(by, at);
+        kill.namespace = Some("payments".into());
+        kill.pod = Some("api-0".into());
+        kill.container = Some("api".into());
+        bonk.kill = Some(kill);
+        bonk.alertname = (by == Detector::Alert).then(|| "OOMKilled".to_owned());
+        bonk
+    }
+
+    #[test]
+    fn a_second_report_of_a_kill_already_performed_is_a_duplicate() {
+        let mut policy = Policy::new(settings());
+        let now = Instant::now();
+        let wall = Utc::now();
+        let watcher = kill_bonk(Source::Watcher, Detector::Kernel, wall);
+        assert!(matches!(
+            policy.decide(&watcher, now, wall),
+            Decision::Perform { .. }
+        ));
+        let alert = kill_bonk(
+            Source::Alertmanager,
+            Detector::Alert,
+            wall + chrono::Duration::seconds(70),
+        );
+        assert_eq!(
+            policy.decide(&alert, now, wall),
+            Decision::SameKill {
+                earlier: watcher.id.clone()
+            }
+        );
+        // A hand-made bonk for the same pod is not a kill report: performed.
+        let mut manual = bonk(Severity::Critical);
+        manual.pod = Some("api-0".into());
+        assert!(matches!(
+            policy.decide(&manual, now, wall),
+            Decision::Perform { .. }
+        ));
+    }
+
+    #[test]
+    fn each_kill_of_a_crash_loop_is_its_own_bonk() {
+        let mut policy = Policy::new(PolicySettings {
+            rate_max_bonks: 1000,
+            ..settings()
+        });
+        let now = Instant::now();
+        let wall = Utc::now();
+        for n in 0..3 {
+            let at = wall + chrono::Duration::seconds(30 * n);
+            let kernel = kill_bonk(Source::Watcher, Detector::Kernel, at);
+            assert!(
+                matches!(policy.decide(&kernel, now, wall), Decision::Perform { .. }),
+                "kill {n}"
+            );
+            let alert = kill_bonk(
+                Source::Alertmanager,
+                Detector::Alert,
+                at + chrono::Duration::seconds(10),
+            );
+            assert_eq!(
+                policy.decide(&alert, now, wall),
+                Decision::SameKill { earlier: kernel.id },
+                "alert {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_expired_report_does_not_stand_for_its_kill() {
+        let mut policy = Policy::new(settings());
+        let now = Instant::now();
+        let wall = Utc::now();
+        let mut late = kill_bonk(Source::Watcher, Detector::Kernel, wall);
+        late.sent_at = Some(wall - chrono::Duration::seconds(900));
+        assert!(matches!(
+            policy.decide(&late, now, wall),
+            Decision::Expired { .. }
+        ));
+        let alert = kill_bonk(
+            Source::Alertmanager,
+            Detector::Alert,
+            wall + chrono::Duration::seconds(5),
+        );
+        assert!(matches!(
+            policy.decide(&alert, now, wall),
             Decision::Perform { .. }
         ));
     }

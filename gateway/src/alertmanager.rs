@@ -21,7 +21,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bonker_protocol::bonk::MAX_FIELD_LEN;
 use bonker_protocol::{
-    Bonk, BonkId, Cluster, NameError, Namespace, SCHEMA_VERSION, Severity, Source, Topics,
+    Bonk, BonkId, Cluster, Detector, Kill, NameError, Namespace, SCHEMA_VERSION, Severity, Source,
+    Topics,
 };
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -155,6 +156,8 @@ pub struct BonkRules {
     pub cluster: Option<Cluster>,
     /// Severity by lower-cased alertname.
     pub severity_overrides: HashMap<String, Severity>,
+    /// Lower-cased alertnames that report an OOM kill.
+    pub kill_alerts: HashSet<String>,
 }
 
 impl BonkRules {
@@ -219,7 +222,7 @@ impl BonkRules {
             .map(str::to_owned)
             .unwrap_or_else(|| generated_summary(alert));
         let field = |value: Option<&str>| value.map(cut);
-        let bonk = Bonk {
+        let mut bonk = Bonk {
             version: SCHEMA_VERSION,
             id,
             source: Source::Alertmanager,
@@ -239,6 +242,9 @@ impl BonkRules {
             count: 1,
             kill: None,
         };
+        if self.reports_a_kill(alert) {
+            bonk.kill = Some(alert_kill(&bonk));
+        }
         PlannedBonk {
             topic: self.topics.namespace_bonk(&topic_namespace),
             topic_namespace,
@@ -246,6 +252,32 @@ impl BonkRules {
             fallback,
         }
     }
+}
+
+impl BonkRules {
+    /// True for an alert about an OOM kill: a configured alertname, or `reason="OOMKilled"`.
+    fn reports_a_kill(&self, alert: &Alert) -> bool {
+        let named = |name: &str| {
+            alert
+                .labels
+                .get(name)
+                .map(|value| value.trim().to_ascii_lowercase())
+        };
+        named("alertname").is_some_and(|name| self.kill_alerts.contains(&name))
+            || named("reason").as_deref() == Some("oomkilled")
+    }
+}
+
+/// The kill an alert reports: its place from the bonk's fields (labels, already cut), its time
+/// the alert's `startsAt` — the first evaluation that saw the kill, so at or after it.
+fn alert_kill(bonk: &Bonk) -> Kill {
+    let mut kill = Kill::new(Detector::Alert, bonk.fired_at.unwrap_or_else(Utc::now));
+    kill.cluster = bonk.cluster.clone();
+    kill.namespace = bonk.namespace.clone();
+    kill.pod = bonk.pod.clone();
+    kill.container = bonk.container.clone();
+    kill.node = bonk.node.clone();
+    kill
 }
 
 /// A stable stand-in for Alertmanager's fingerprint: the sorted labels, which is what
@@ -307,6 +339,7 @@ mod tests {
             default_namespace: Namespace::new("default").expect("valid"),
             cluster: Some(Cluster::new("prod-eu").expect("valid")),
             severity_overrides: HashMap::from([("oomkilled".to_owned(), Severity::Critical)]),
+            kill_alerts: HashSet::from(["oomkilled".to_owned(), "nodeoomkill".to_owned()]),
         }
     }
 
@@ -379,6 +412,33 @@ mod tests {
             bonk.id,
             BonkId::for_alert("fp-firing", "2026-11-21T10:00:00.123456789Z")
         );
+    }
+
+    #[test]
+    fn kill_alerts_carry_the_kill_and_other_alerts_do_not() {
+        let kill_of = |labels: serde_json::Value| {
+            let plan = rules().plan(&notification(vec![alert("firing", labels)]), now());
+            plan.bonks[0].bonk.kill.clone()
+        };
+        let kill = kill_of(json!({"alertname": "OOMKilled", "namespace": "payments",
+                                  "pod": "api-7d9", "container": "api", "node": "node-1"}))
+        .expect("OOMKilled reports a kill");
+        assert_eq!(kill.by, Detector::Alert);
+        assert_eq!(kill.at.to_rfc3339(), "2026-11-21T10:00:00.123456789+00:00");
+        assert_eq!(kill.cluster.as_deref(), Some("prod-eu"));
+        assert_eq!(
+            (kill.namespace.as_deref(), kill.pod.as_deref()),
+            (Some("payments"), Some("api-7d9"))
+        );
+        assert_eq!(
+            (kill.container.as_deref(), kill.node.as_deref()),
+            (Some("api"), Some("node-1"))
+        );
+        // Case does not matter, and any alert labelled with the OOMKilled reason reports a kill.
+        assert!(kill_of(json!({"alertname": "NODEOOMKILL", "node": "node-1"})).is_some());
+        assert!(kill_of(json!({"alertname": "Custom", "reason": "OOMKilled"})).is_some());
+        assert!(kill_of(json!({"alertname": "ContainerMemoryNearLimit", "pod": "a"})).is_none());
+        assert!(kill_of(json!({"alertname": "Custom", "reason": "Error"})).is_none());
     }
 
     #[test]

@@ -36,9 +36,21 @@ pub const DEFAULT_DESK_RETURN_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// How many bonk ids the dedupe window remembers.
 pub const DEFAULT_DEDUPE_MAX_ENTRIES: usize = 100_000;
-/// How long the dedupe window remembers a bonk id, in seconds (a day: longer than any sensible
-/// `repeat_interval`).
+/// How long the dedupe window remembers a bonk id after it was last seen, in seconds (a day:
+/// longer than any sensible `repeat_interval`; every repeat refreshes it).
 pub const DEFAULT_DEDUPE_MAX_AGE_S: u64 = 86_400;
+/// How far apart two reports of one kill may be, in seconds: scrape interval + rule evaluation +
+/// `for` + Alertmanager's `group_wait` + a webhook retry fit in 10 minutes with room to spare.
+pub const DEFAULT_KILL_WINDOW_S: u64 = bonker_protocol::kill::DEFAULT_WINDOW.as_secs();
+/// The alerts that report an OOM kill (besides any alert labelled `reason="OOMKilled"`): the
+/// shipped rules and the common community rule.
+pub const DEFAULT_KILL_ALERTS: [&str; 4] = [
+    "OOMKilled",
+    "ContainerOOMEvent",
+    "NodeOOMKill",
+    "KubernetesContainerOomKiller",
+];
+const MAX_KILL_WINDOW_S: u64 = 86_400;
 /// The alert that bonker exists for; it always bonks at full strength unless configured otherwise.
 pub const OOM_KILLED_ALERTNAME: &str = "OOMKilled";
 
@@ -139,14 +151,23 @@ impl fmt::Debug for AuthConfig {
 }
 
 /// The `[dedupe]` section: how long and how many bonk ids are remembered, so that re-sent
-/// notifications (Alertmanager's `repeat_interval`, both members of an HA pair) bonk only once.
+/// notifications (Alertmanager's `repeat_interval`, both members of an HA pair) bonk only once,
+/// and how alerts for a kill that already bonked are merged into that bonk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DedupeConfig {
-    /// Most ids remembered; the oldest are forgotten first. 0 switches deduplication off.
+    /// Most ids remembered; the least recently seen are forgotten first. 0 switches
+    /// deduplication off.
     pub max_entries: usize,
-    /// How long an id is remembered, in seconds.
+    /// How long an id is remembered after it was last seen, in seconds.
     pub max_age_s: u64,
+    /// How far apart two reports of one kill may be, in seconds. 0 merges nothing.
+    pub kill_window_s: u64,
+    /// Most kills remembered; the oldest are forgotten first. 0 merges nothing.
+    pub max_kills: usize,
+    /// Alertnames that report an OOM kill, so their bonks carry the kill and merge with the
+    /// watcher's. Any alert labelled `reason="OOMKilled"` does too.
+    pub kill_alerts: Vec<String>,
 }
 
 impl Default for DedupeConfig {
@@ -154,6 +175,9 @@ impl Default for DedupeConfig {
         Self {
             max_entries: DEFAULT_DEDUPE_MAX_ENTRIES,
             max_age_s: DEFAULT_DEDUPE_MAX_AGE_S,
+            kill_window_s: DEFAULT_KILL_WINDOW_S,
+            max_kills: bonker_protocol::kill::DEFAULT_MAX_KILLS,
+            kill_alerts: DEFAULT_KILL_ALERTS.map(str::to_owned).to_vec(),
         }
     }
 }
@@ -400,6 +424,15 @@ impl GatewayConfig {
                 "dedupe.max_age_s must be above 0 (set dedupe.max_entries = 0 to switch \
                  deduplication off)",
             ));
+        }
+        if self.dedupe.kill_window_s > MAX_KILL_WINDOW_S {
+            return Err(invalid(format!(
+                "dedupe.kill_window_s must be at most {MAX_KILL_WINDOW_S} (0: merge nothing), got {}",
+                self.dedupe.kill_window_s
+            )));
+        }
+        if self.dedupe.kill_alerts.iter().any(|a| a.trim().is_empty()) {
+            return Err(invalid("dedupe.kill_alerts: an alertname is empty"));
         }
         self.mqtt
             .validate()

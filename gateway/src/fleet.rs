@@ -99,6 +99,8 @@ impl DeskRecord {
 #[derive(Debug)]
 struct BonkRecord {
     published: Option<PublishedBonk>,
+    /// The earlier bonk this alert's kill had already bonked as.
+    merged_into: Option<BonkId>,
     accepted_by_broker: bool,
     acks: Vec<AckRecord>,
 }
@@ -128,6 +130,17 @@ impl Fleet {
     pub fn record_publish(&mut self, id: BonkId, published: PublishedBonk) {
         let record = self.bonk_entry(id);
         record.published = Some(published);
+    }
+
+    /// Records that alert bonk `id` was not published because its kill had already bonked as
+    /// `into`.
+    pub fn record_merge(&mut self, id: BonkId, into: BonkId) {
+        self.bonk_entry(id).merged_into = Some(into);
+    }
+
+    /// The bonk that alert bonk `id` was merged into, when it was.
+    pub fn merged_into(&self, id: &BonkId) -> Option<&BonkId> {
+        self.bonks.get(id)?.merged_into.as_ref()
     }
 
     /// Records the broker's PUBACK for bonk `id`.
@@ -268,6 +281,7 @@ impl Fleet {
             severity: published.map(|p| p.severity),
             source: published.map(|p| p.source),
             accepted_by_broker: record.accepted_by_broker,
+            merged_into: record.merged_into.as_ref().map(BonkId::to_string),
             acks: record
                 .acks
                 .iter()
@@ -305,6 +319,7 @@ impl Fleet {
         }
         self.bonks.entry(id).or_insert_with(|| BonkRecord {
             published: None,
+            merged_into: None,
             accepted_by_broker: false,
             acks: Vec::new(),
         })
@@ -352,6 +367,10 @@ pub struct BonkView {
     pub source: Option<Source>,
     /// True once the broker acknowledged the publish (PUBACK).
     pub accepted_by_broker: bool,
+    /// For an alert not published because its kill had already bonked: that bonk's id (look
+    /// there for the desks' acks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<String>,
     /// The desks' acks, in arrival order.
     pub acks: Vec<AckView>,
 }

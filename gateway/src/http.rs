@@ -34,8 +34,9 @@ use tracing::Instrument;
 use crate::AppState;
 use crate::alertmanager::{NamespaceFallback, Notification};
 use crate::error::ApiError;
-use crate::metrics::BonkLabels;
+use crate::metrics::{BonkLabels, MergeLabels};
 use crate::mqtt::{OutgoingBonk, PublishError, lock};
+use crate::recall::Verdict;
 
 /// The content type of `GET /metrics`.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -86,6 +87,9 @@ pub struct WebhookReply {
     pub published: usize,
     /// Firing alerts that had already bonked (dedupe window or repeated in this notification).
     pub duplicates: usize,
+    /// Firing alerts not published because their kill had already bonked (the watcher's bonk,
+    /// or another rule's alert): see each bonk's `merged_into`.
+    pub merged: usize,
     /// Every distinct firing alert's bonk.
     pub bonks: Vec<BonkRef>,
 }
@@ -99,6 +103,10 @@ pub struct BonkRef {
     pub topic: String,
     /// True when it had bonked before and was not published again.
     pub duplicate: bool,
+    /// When its kill had already bonked as another bonk: that bonk's id (look it up at
+    /// `/api/bonks/{id}` for the desks' acks). Not published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<String>,
 }
 
 /// The answer to a manual bonk.
@@ -205,23 +213,68 @@ async fn deliver(state: &AppState, notification: Notification) -> Result<Webhook
     }
 
     let now = Instant::now();
-    let duplicate: Vec<bool> = {
-        let mut window = state.dedupe();
+    let verdicts: Vec<Verdict> = {
+        let mut recall = state.recall();
         plan.bonks
             .iter()
-            .map(|planned| window.contains(&planned.bonk.id, now))
+            .map(|planned| recall.judge(&planned.bonk, now))
             .collect()
     };
+    let mut merged_into: Vec<Option<BonkId>> = Vec::with_capacity(verdicts.len());
+    {
+        let mut fleet = lock(state.fleet());
+        let mut recall = state.recall();
+        for (planned, verdict) in plan.bonks.iter().zip(&verdicts) {
+            let id = &planned.bonk.id;
+            merged_into.push(match verdict {
+                Verdict::Fresh => None,
+                Verdict::Duplicate => fleet.merged_into(id).cloned(),
+                Verdict::Merged(earlier) => {
+                    fleet.record_merge(id.clone(), earlier.id.clone());
+                    recall.merged(&planned.bonk, now);
+                    metrics
+                        .alerts_merged
+                        .get_or_create(&MergeLabels {
+                            source: earlier.by.as_str(),
+                        })
+                        .inc();
+                    tracing::info!(
+                        bonk_id = %id,
+                        merged_into = %earlier.id,
+                        first_seen_by = earlier.by.as_str(),
+                        namespace = %planned.topic_namespace,
+                        alertname = planned.bonk.alertname.as_deref().unwrap_or(""),
+                        pod = planned.bonk.pod.as_deref().unwrap_or(""),
+                        "this kill already bonked; merged the alert into that bonk"
+                    );
+                    Some(earlier.id.clone())
+                }
+            });
+        }
+    }
     let fresh: Vec<_> = plan
         .bonks
         .iter()
-        .zip(&duplicate)
-        .filter(|(_, duplicate)| !**duplicate)
+        .zip(&verdicts)
+        .filter(|(_, verdict)| **verdict == Verdict::Fresh)
         .map(|(planned, _)| planned)
         .collect();
-    let duplicates = plan.bonks.len() - fresh.len() + plan.repeated;
+    let duplicates = verdicts
+        .iter()
+        .filter(|verdict| **verdict == Verdict::Duplicate)
+        .count()
+        + plan.repeated;
+    let merged = verdicts
+        .iter()
+        .filter(|verdict| matches!(verdict, Verdict::Merged(_)))
+        .count();
     metrics.dedupe_hits.inc_by(duplicates as u64);
-    for (planned, _) in plan.bonks.iter().zip(&duplicate).filter(|(_, d)| **d) {
+    for (planned, _) in plan
+        .bonks
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, verdict)| **verdict == Verdict::Duplicate)
+    {
         tracing::info!(
             bonk_id = %planned.bonk.id,
             namespace = %planned.topic_namespace,
@@ -239,13 +292,13 @@ async fn deliver(state: &AppState, notification: Notification) -> Result<Webhook
     let results = state.publisher().publish_all(outgoing).await;
     let mut failures: Vec<PublishError> = Vec::new();
     {
-        let mut window = state.dedupe();
+        let mut recall = state.recall();
         let accepted = Instant::now();
         for (planned, result) in fresh.iter().zip(&results) {
             let bonk = &planned.bonk;
             match result {
                 Ok(()) => {
-                    window.insert(bonk.id.clone(), accepted);
+                    recall.observe(bonk, accepted);
                     metrics
                         .bonks_published
                         .get_or_create(&BonkLabels {
@@ -295,14 +348,17 @@ async fn deliver(state: &AppState, notification: Notification) -> Result<Webhook
         resolved: plan.resolved,
         published: fresh.len(),
         duplicates,
+        merged,
         bonks: plan
             .bonks
             .iter()
-            .zip(&duplicate)
-            .map(|(planned, duplicate)| BonkRef {
+            .zip(&verdicts)
+            .zip(merged_into)
+            .map(|((planned, verdict), merged_into)| BonkRef {
                 id: planned.bonk.id.to_string(),
                 topic: planned.topic.clone(),
-                duplicate: *duplicate,
+                duplicate: *verdict == Verdict::Duplicate,
+                merged_into: merged_into.map(|id| id.to_string()),
             })
             .collect(),
     })

@@ -5,7 +5,8 @@
 //! - [`config`]: flags, `gateway.toml`, `BONKER_…` variables → validated [`config::Settings`].
 //! - [`http`]: the router ([`app`]), authentication ([`auth`]) and one error type ([`error`]).
 //! - [`alertmanager`]: the webhook payload and the rules that turn each firing alert into a bonk.
-//! - [`dedupe`]: the window that keeps re-sent notifications from bonking twice.
+//! - [`recall`]: what was already bonked — alert instances (re-sent notifications, HA pairs,
+//!   other replicas) and kills (the watcher saw it first) — so each bonks once.
 //! - [`mqtt`]: the single task that owns the broker connection, publishes with confirmed delivery
 //!   and reconnects; [`fleet`] is what it learns about the desks; [`metrics`] what it counts.
 //!
@@ -15,17 +16,17 @@
 pub mod alertmanager;
 pub mod auth;
 pub mod config;
-pub mod dedupe;
 pub mod error;
 pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;
+pub mod recall;
 pub mod serve;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bonker_broker::{BrokerSettings, EmbeddedBroker};
 use tokio::net::TcpListener;
@@ -37,10 +38,10 @@ pub use config::{Args, GatewayConfig, Settings};
 pub use http::app;
 
 use crate::alertmanager::BonkRules;
-use crate::dedupe::DedupeWindow;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::mqtt::Publisher;
+use crate::recall::Recall;
 
 /// Everything the HTTP handlers share. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -53,7 +54,7 @@ struct Shared {
     settings: Settings,
     rules: BonkRules,
     publisher: Publisher,
-    dedupe: Mutex<DedupeWindow>,
+    recall: Arc<Mutex<Recall>>,
     fleet: Arc<Mutex<Fleet>>,
     metrics: Arc<Metrics>,
     connected: watch::Receiver<bool>,
@@ -68,13 +69,18 @@ impl AppState {
     ) -> Result<(AppState, JoinHandle<()>), bonker_client::mqtt::SettingsError> {
         let fleet = Arc::new(Mutex::new(Fleet::default()));
         let metrics = Arc::new(Metrics::new());
+        let dedupe = &settings.dedupe;
+        let recall = Arc::new(Mutex::new(Recall::new(
+            dedupe.max_entries,
+            std::time::Duration::from_secs(dedupe.max_age_s),
+            std::time::Duration::from_secs(dedupe.kill_window_s),
+            dedupe.max_kills,
+        )));
         let connection = mqtt::connect(
-            &settings.mqtt,
+            &settings,
             &config::default_client_id(),
-            settings.topics.clone(),
-            settings.publish_timeout,
-            settings.desk_return_timeout,
             fleet.clone(),
+            recall.clone(),
             metrics.clone(),
         )?;
         let task = tokio::spawn(connection.task.run(stop_mqtt));
@@ -83,17 +89,18 @@ impl AppState {
             default_namespace: settings.default_namespace.clone(),
             cluster: settings.cluster.clone(),
             severity_overrides: settings.severity_overrides.clone(),
+            kill_alerts: dedupe
+                .kill_alerts
+                .iter()
+                .map(|name| name.trim().to_ascii_lowercase())
+                .collect(),
         };
-        let dedupe = DedupeWindow::new(
-            settings.dedupe.max_entries,
-            std::time::Duration::from_secs(settings.dedupe.max_age_s),
-        );
         let state = AppState {
             shared: Arc::new(Shared {
                 settings,
                 rules,
                 publisher: connection.publisher,
-                dedupe: Mutex::new(dedupe),
+                recall,
                 fleet,
                 metrics,
                 connected: connection.connected,
@@ -136,11 +143,8 @@ impl AppState {
         &self.shared.fleet
     }
 
-    fn dedupe(&self) -> MutexGuard<'_, DedupeWindow> {
-        self.shared
-            .dedupe
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn recall(&self) -> MutexGuard<'_, Recall> {
+        recall::lock(&self.shared.recall)
     }
 }
 

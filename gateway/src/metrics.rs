@@ -4,6 +4,7 @@
 //! against one file. Label values are bounded: namespaces are validated topic levels, desks are
 //! capped by the fleet registry, outcomes and reasons are fixed word lists.
 
+use bonker_protocol::Detector;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -70,6 +71,13 @@ pub struct BonkLabels {
     pub source: &'static str,
 }
 
+/// Who first reported a kill an alert was merged into.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MergeLabels {
+    /// `kernel` (the node watcher's bonk) or `alert` (another rule's alert).
+    pub source: &'static str,
+}
+
 /// Why something failed or was ignored.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -102,6 +110,8 @@ pub struct Metrics {
     pub publish_failures: Family<ReasonLabels, Counter>,
     /// Firing alerts not bonked again because the same alert instance already bonked.
     pub dedupe_hits: Counter,
+    /// Firing alerts not bonked because their kill already bonked, by who reported it first.
+    pub alerts_merged: Family<MergeLabels, Counter>,
     /// Alerts whose namespace label is not a valid topic level (bonked on the default namespace).
     pub invalid_namespace_labels: Counter,
     /// Acks received, by desk and outcome.
@@ -166,6 +176,20 @@ impl Metrics {
             "Firing alerts not bonked again because the same alert instance already bonked",
             dedupe_hits.clone(),
         );
+        let alerts_merged = Family::<MergeLabels, Counter>::default();
+        registry.register(
+            "alerts_merged",
+            "Firing alerts not bonked because their kill already bonked, by who reported the \
+             kill first (kernel: the node watcher; alert: another rule)",
+            alerts_merged.clone(),
+        );
+        for source in [Detector::Kernel, Detector::Alert] {
+            alerts_merged
+                .get_or_create(&MergeLabels {
+                    source: source.as_str(),
+                })
+                .inc_by(0);
+        }
         let invalid_namespace_labels = Counter::default();
         registry.register(
             "invalid_namespace_labels",
@@ -253,6 +277,7 @@ impl Metrics {
             bonks_published,
             publish_failures,
             dedupe_hits,
+            alerts_merged,
             invalid_namespace_labels,
             acks,
             publish_to_ack,
@@ -313,6 +338,8 @@ mod tests {
             "bonker_gateway_publish_failures_total{reason=\"timeout\"} 0",
             "bonker_gateway_desk_messages_ignored_total{reason=\"invalid_ack\"} 0",
             "bonker_gateway_dedupe_hits_total 0",
+            "bonker_gateway_alerts_merged_total{source=\"kernel\"} 0",
+            "bonker_gateway_alerts_merged_total{source=\"alert\"} 0",
             "bonker_gateway_invalid_namespace_labels_total 0",
             "bonker_gateway_publish_to_ack_seconds_count 1",
             "bonker_gateway_desks_online 0",

@@ -1,5 +1,7 @@
-//! The gateway's one MQTT connection: publishing bonks with confirmed delivery, and watching the
-//! desks' status, health and ack topics for the fleet view.
+//! The gateway's one MQTT connection: publishing bonks with confirmed delivery, watching the
+//! desks' status, health and ack topics for the fleet view, and every namespace bonk — the
+//! watchers', the other replicas' — so an alert for a kill already bonked is merged
+//! ([`crate::recall`]).
 //!
 //! # One task owns the connection
 //! [`MqttTask`] owns the rumqttc `EventLoop` and is the only thing that polls it. HTTP handlers
@@ -58,8 +60,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bonker_client::Backoff;
 use bonker_client::mqtt::{SettingsError, tune_event_loop};
-use bonker_client::{Backoff, MqttSettings};
 use bonker_protocol::{Bonk, BonkId, Route, Topics};
 use chrono::Utc;
 use rumqttc::{
@@ -69,8 +71,10 @@ use rumqttc::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Settings;
 use crate::fleet::{Fleet, PublishedBonk};
 use crate::metrics::{AckLabels, Metrics};
+use crate::recall::Recall;
 
 /// Publish requests waiting for the MQTT task.
 const COMMAND_QUEUE_CAPACITY: usize = 1024;
@@ -292,6 +296,7 @@ pub struct MqttTask {
     connected: watch::Sender<bool>,
     is_connected: bool,
     fleet: Arc<Mutex<Fleet>>,
+    recall: Arc<Mutex<Recall>>,
     metrics: Arc<Metrics>,
     inflight: Inflight,
     /// See "Waiting for the desks after a reconnect" above.
@@ -330,16 +335,19 @@ pub struct Connection {
     pub connected: watch::Receiver<bool>,
 }
 
-/// Prepares the connection (nothing is dialled until the task runs).
+/// Prepares the connection (nothing is dialled until the task runs). What the task learns from
+/// the broker goes into `fleet` and `recall`.
 pub fn connect(
-    settings: &MqttSettings,
+    gateway: &Settings,
     default_client_id: &str,
-    topics: Topics,
-    publish_timeout: Duration,
-    desk_return_timeout: Duration,
     fleet: Arc<Mutex<Fleet>>,
+    recall: Arc<Mutex<Recall>>,
     metrics: Arc<Metrics>,
 ) -> Result<Connection, SettingsError> {
+    let settings = &gateway.mqtt;
+    let topics = gateway.topics.clone();
+    let publish_timeout = gateway.publish_timeout;
+    let desk_return_timeout = gateway.desk_return_timeout;
     let mut options = settings.options(default_client_id)?;
     options.set_clean_session(true);
     let (client, mut event_loop) = AsyncClient::new(options, CLIENT_REQUEST_CAPACITY);
@@ -357,6 +365,7 @@ pub fn connect(
         connected,
         is_connected: false,
         fleet,
+        recall,
         metrics,
         inflight: Inflight::default(),
         desk_return_timeout,
@@ -499,6 +508,7 @@ impl MqttTask {
             self.topics.all_statuses(),
             self.topics.all_health(),
             self.topics.all_acks(),
+            self.topics.all_namespace_bonks(),
         ]
         .into_iter()
         .map(|filter| SubscribeFilter::new(filter, QoS::AtLeastOnce));
@@ -607,9 +617,16 @@ impl MqttTask {
         let now_instant = std::time::Instant::now();
         let topic = publish.topic.as_str();
         let payload = &publish.payload[..];
+        let route = self.topics.route(topic);
+        if let Some(Route::NamespaceBonk(_)) = route {
+            // Every detector's bonk, so alerts for a kill already bonked are merged into it.
+            let bonk = Bonk::parse_lenient(payload).bonk;
+            crate::recall::lock(&self.recall).observe(&bonk, now_instant);
+            return;
+        }
         let mut returned = None;
         let mut fleet = lock(&self.fleet);
-        let result = match self.topics.route(topic) {
+        let result = match route {
             Some(Route::Status(desk)) => {
                 if self.hold.is_some() {
                     returned = Some(desk.to_string());

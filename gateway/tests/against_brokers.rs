@@ -222,7 +222,9 @@ async fn multi_alert_notification_bonks_exactly_the_expected_topics(kind: Broker
             json!({"v": 1, "id": id("fp-api-0"), "source": "alertmanager", "severity": "critical",
                    "namespace": "payments", "pod": "api-0", "container": "app", "alertname": "OOMKilled",
                    "reason": "OOMKilled", "summary": "api-0 ran out", "cluster": "test-cluster",
-                   "fired_at": fired_at}),
+                   "fired_at": fired_at,
+                   "kill": {"by": "alert", "at": fired_at, "cluster": "test-cluster",
+                            "namespace": "payments", "pod": "api-0", "container": "app"}}),
         ),
         (
             "bonker/bonk/payments",
@@ -235,14 +237,18 @@ async fn multi_alert_notification_bonks_exactly_the_expected_topics(kind: Broker
             json!({"v": 1, "id": id("fp-cart-0"), "source": "alertmanager", "severity": "critical",
                    "namespace": "checkout", "pod": "cart-0", "alertname": "OOMKilled",
                    "summary": "OOMKilled firing in pod checkout/cart-0", "cluster": "label-cluster",
-                   "fired_at": fired_at}),
+                   "fired_at": fired_at,
+                   "kill": {"by": "alert", "at": fired_at, "cluster": "label-cluster",
+                            "namespace": "checkout", "pod": "cart-0"}}),
         ),
         (
             "bonker/bonk/default",
             json!({"v": 1, "id": id("fp-evil"), "source": "alertmanager", "severity": "critical",
                    "namespace": "a/#", "pod": "evil-0", "container": "app", "alertname": "OOMKilled",
                    "reason": "OOMKilled", "summary": "OOMKilled firing for container app in pod a/#/evil-0",
-                   "cluster": "test-cluster", "fired_at": fired_at}),
+                   "cluster": "test-cluster", "fired_at": fired_at,
+                   "kill": {"by": "alert", "at": fired_at, "cluster": "test-cluster",
+                            "namespace": "a/#", "pod": "evil-0", "container": "app"}}),
         ),
     ];
     let received = subscriber.take(expected.len()).await;

@@ -178,6 +178,15 @@ struct Entry {
     alertname: Option<String>,
 }
 
+/// The earlier bonk a report of the same kill merges into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Earlier {
+    /// Its id.
+    pub id: BonkId,
+    /// Who detected it.
+    pub by: Detector,
+}
+
 /// The kills recently bonked, and the one rule deciding whether a new report is one of them.
 ///
 /// Bounded in age (the window plus [`CLOCK_SKEW`] after a kill was recorded) and in count, so
@@ -218,6 +227,18 @@ impl KillLedger {
     /// The bonk that already stands for `bonk`'s kill, if any: see the module docs for the rule.
     /// `None` for a bonk without a kill, and never the bonk's own id.
     pub fn merge_target(&mut self, bonk: &Bonk, now: Instant) -> Option<&BonkId> {
+        self.target(bonk, now).map(|e| &e.id)
+    }
+
+    /// Like [`KillLedger::merge_target`], also saying which detector reported the earlier bonk.
+    pub fn earlier(&mut self, bonk: &Bonk, now: Instant) -> Option<Earlier> {
+        self.target(bonk, now).map(|e| Earlier {
+            id: e.id.clone(),
+            by: e.kill.by,
+        })
+    }
+
+    fn target(&mut self, bonk: &Bonk, now: Instant) -> Option<&Entry> {
         self.forget_old(now);
         let kill = bonk.kill.as_ref()?;
         let entries = self.buckets.get(&kill.bucket()?)?;
@@ -226,7 +247,7 @@ impl KillLedger {
         let candidates = entries
             .iter()
             .filter(|e| e.id != bonk.id && e.kill.same_place(kill));
-        let target = match kill.by {
+        match kill.by {
             Detector::Alert => {
                 let kernel = candidates
                     .clone()
@@ -257,8 +278,7 @@ impl KillLedger {
                     })
                 })
                 .min_by_key(|e| e.kill.at),
-        };
-        target.map(|e| &e.id)
+        }
     }
 
     /// Remembers that `bonk` was bonked for its kill (nothing for a bonk without one, or one

@@ -26,7 +26,7 @@ pub mod topics;
 
 pub use bonk::{Bonk, BonkId, Lenient, SCHEMA_VERSION, Severity, Source};
 pub use desk::{Ack, Health, Outcome, ServoHealth, Status};
-pub use kill::{Detector, Kill, KillLedger, Limit};
+pub use kill::{Detector, Earlier, Kill, KillLedger, Limit};
 pub use names::{Cluster, DeskId, NameError, Namespace, Prefix, PrefixFilter};
 pub use recent::RecentIds;
 pub use topics::{BonkFilters, Delivery, Route, Topics};

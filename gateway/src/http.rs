@@ -300,6 +300,9 @@ async fn deliver(state: &AppState, notification: Notification) -> Result<Webhook
                 Ok(()) => {
                     recall.observe(bonk, accepted);
                     metrics
+                        .kills_remembered
+                        .set(i64::try_from(recall.len().1).unwrap_or(i64::MAX));
+                    metrics
                         .bonks_published
                         .get_or_create(&BonkLabels {
                             namespace: planned.topic_namespace.to_string(),

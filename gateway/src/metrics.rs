@@ -112,6 +112,8 @@ pub struct Metrics {
     pub dedupe_hits: Counter,
     /// Firing alerts not bonked because their kill already bonked, by who reported it first.
     pub alerts_merged: Family<MergeLabels, Counter>,
+    /// Kills remembered for merging (bounded by `dedupe.max_kills`).
+    pub kills_remembered: Gauge,
     /// Alerts whose namespace label is not a valid topic level (bonked on the default namespace).
     pub invalid_namespace_labels: Counter,
     /// Acks received, by desk and outcome.
@@ -190,6 +192,12 @@ impl Metrics {
                 })
                 .inc_by(0);
         }
+        let kills_remembered = Gauge::default();
+        registry.register(
+            "kills_remembered",
+            "OOM kills remembered for merging later alerts into their bonk",
+            kills_remembered.clone(),
+        );
         let invalid_namespace_labels = Counter::default();
         registry.register(
             "invalid_namespace_labels",
@@ -278,6 +286,7 @@ impl Metrics {
             publish_failures,
             dedupe_hits,
             alerts_merged,
+            kills_remembered,
             invalid_namespace_labels,
             acks,
             publish_to_ack,
@@ -340,6 +349,7 @@ mod tests {
             "bonker_gateway_dedupe_hits_total 0",
             "bonker_gateway_alerts_merged_total{source=\"kernel\"} 0",
             "bonker_gateway_alerts_merged_total{source=\"alert\"} 0",
+            "bonker_gateway_kills_remembered 0",
             "bonker_gateway_invalid_namespace_labels_total 0",
             "bonker_gateway_publish_to_ack_seconds_count 1",
             "bonker_gateway_desks_online 0",

@@ -621,7 +621,11 @@ impl MqttTask {
         if let Some(Route::NamespaceBonk(_)) = route {
             // Every detector's bonk, so alerts for a kill already bonked are merged into it.
             let bonk = Bonk::parse_lenient(payload).bonk;
-            crate::recall::lock(&self.recall).observe(&bonk, now_instant);
+            let mut recall = crate::recall::lock(&self.recall);
+            recall.observe(&bonk, now_instant);
+            self.metrics
+                .kills_remembered
+                .set(gauge_value(recall.len().1));
             return;
         }
         let mut returned = None;

@@ -22,6 +22,9 @@ pub const DEFAULT_HEALTH_INTERVAL_S: u64 = 30;
 pub const DEFAULT_DEDUPE_WINDOW_S: u64 = 86_400;
 /// How far apart two reports of one OOM kill may be, in seconds: the gateway's default too.
 pub const DEFAULT_KILL_WINDOW_S: u64 = bonker_protocol::kill::DEFAULT_WINDOW.as_secs();
+/// Most namespaces one desk watches by name: 100 names of up to 63 bytes keep the health report
+/// well inside [`bonker_protocol::desk::MAX_HEALTH_BYTES`].
+pub const MAX_NAMESPACES: usize = 100;
 /// Most bonk ids remembered for deduplication; the oldest are forgotten first.
 pub const DEDUPE_MAX_ENTRIES: usize = 10_000;
 /// Default rate limit: at most this many performed bonks…
@@ -497,6 +500,15 @@ impl AgentConfig {
                 namespaces.push(namespace);
             }
         }
+        if let Watch::Only(namespaces) = &watch
+            && namespaces.len() > MAX_NAMESPACES
+        {
+            return Err(invalid(format!(
+                "namespaces: at most {MAX_NAMESPACES} (the health report must stay small enough \
+                 for every reader); watch \"+\" for every namespace, got {}",
+                namespaces.len()
+            )));
+        }
         let prefix_filter = PrefixFilter::new(settings.prefix.trim())
             .map_err(|e| invalid(format!("prefix: {e}")))?;
         let desk_prefix = match &settings.desk_prefix {
@@ -727,6 +739,37 @@ mod tests {
         let config = AgentConfig::from_settings(s).expect("valid");
         assert_eq!(config.watch, Watch::Every);
         assert_eq!(config.subscriptions()[0], "bonker/bonk/+");
+    }
+
+    #[test]
+    fn a_desk_watches_at_most_a_hundred_namespaces_by_name_and_its_health_fits() {
+        let mut s = settings("a");
+        s.namespaces = (0..MAX_NAMESPACES)
+            .map(|n| format!("{}-{n:03}", "n".repeat(59)))
+            .collect();
+        let config = AgentConfig::from_settings(s.clone()).expect("a hundred is fine");
+        let health = bonker_protocol::Health {
+            version: bonker_protocol::SCHEMA_VERSION,
+            desk: config.desk.clone(),
+            agent_version: "0.1.0".into(),
+            uptime_s: u64::MAX,
+            bonks_total: u64::MAX,
+            last_bonk_at: Some(chrono::Utc::now()),
+            last_bonk_namespace: Some("n".repeat(63)),
+            last_bonk_pod: Some("p".repeat(253)),
+            servo: bonker_protocol::ServoHealth {
+                driver: "simulated".into(),
+                state: "rest".into(),
+                error: Some("e".repeat(256)),
+            },
+            namespaces: config.watch.names(),
+            soc_temp_c: Some(45.5),
+            sent_at: chrono::Utc::now(),
+        };
+        assert!(health.to_json().len() <= bonker_protocol::desk::MAX_HEALTH_BYTES);
+        s.namespaces.push("one-more".into());
+        let error = AgentConfig::from_settings(s).expect_err("too many");
+        assert!(error.to_string().contains("at most 100"), "{error}");
     }
 
     #[test]

@@ -5,14 +5,24 @@
 //! for `GET /api/desks` and `GET /api/bonks/{id}`. It sits behind one `std::sync::Mutex` that is
 //! never held across an `.await`, so a lock is a few microseconds and cannot deadlock.
 //!
-//! Memory is bounded whatever the broker carries: at most [`MAX_TRACKED_DESKS`] desks,
-//! [`MAX_TRACKED_BONKS`] bonks (the oldest forgotten first) and [`MAX_ACKS_PER_BONK`] acks each.
-//! Desk payloads are parsed strictly (they come from bonker's own agent); what does not parse is
-//! counted and logged by the caller, never guessed at.
+//! Memory is bounded in bytes whatever the broker carries, because every desk's credentials can
+//! publish on its own topics whatever it likes:
+//! - at most [`MAX_TRACKED_DESKS`] desks, each with one status and one health report of at most
+//!   [`MAX_HEALTH_BYTES`] on the wire;
+//! - at most [`MAX_TRACKED_BONKS`] bonks (the oldest forgotten first), each created only by a bonk
+//!   seen on the broker or published here — never by an ack, so acks with made-up ids cost nothing;
+//! - at most one ack per desk per bonk (a desk acks every bonk once), [`MAX_ACKS_PER_BONK`] per
+//!   bonk and [`MAX_STORED_ACKS`] in all (the oldest bonks are forgotten to make room), each
+//!   stored in a fixed shape with its detail cut to [`MAX_ACK_DETAIL`] bytes; ack payloads over
+//!   [`MAX_ACK_BYTES`] are refused.
+//!
+//! Desk payloads are parsed strictly (they come from bonker's own agent); what does not parse or
+//! is too large is counted and logged by the caller with the desk's name, never guessed at.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use bonker_protocol::desk::{MAX_ACK_BYTES, MAX_HEALTH_BYTES};
 use bonker_protocol::{Ack, BonkId, DeskId, Health, Outcome, Severity, Source, Status};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -23,6 +33,10 @@ pub const MAX_TRACKED_DESKS: usize = 10_000;
 pub const MAX_TRACKED_BONKS: usize = 10_000;
 /// Most acks kept per bonk.
 pub const MAX_ACKS_PER_BONK: usize = 1_000;
+/// Most acks kept in all; the oldest bonks are forgotten to stay under it.
+pub const MAX_STORED_ACKS: usize = 100_000;
+/// An ack's detail is kept up to this many bytes.
+pub const MAX_ACK_DETAIL: usize = 256;
 
 /// Why a desk message was ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +49,8 @@ pub enum Ignored {
     InvalidAck,
     /// A message from a new desk when [`MAX_TRACKED_DESKS`] are already tracked.
     TooManyDesks,
+    /// A health or ack payload over its size limit.
+    TooLarge,
 }
 
 impl Ignored {
@@ -45,6 +61,7 @@ impl Ignored {
             Ignored::InvalidHealth => "invalid_health",
             Ignored::InvalidAck => "invalid_ack",
             Ignored::TooManyDesks => "too_many_desks",
+            Ignored::TooLarge => "too_large",
         }
     }
 }
@@ -105,10 +122,14 @@ struct BonkRecord {
     acks: Vec<AckRecord>,
 }
 
+/// What is kept of an ack: a fixed shape, the detail cut.
 #[derive(Debug, Clone)]
 struct AckRecord {
-    ack: Ack,
     desk: DeskId,
+    outcome: Outcome,
+    received_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+    detail: Option<String>,
     arrived_at: DateTime<Utc>,
     latency: Option<Duration>,
 }
@@ -119,6 +140,8 @@ pub struct Fleet {
     desks: BTreeMap<DeskId, DeskRecord>,
     bonks: HashMap<BonkId, BonkRecord>,
     bonk_order: VecDeque<BonkId>,
+    /// Acks kept over every bonk.
+    stored_acks: usize,
     /// Desks whose status is `online`, kept as statuses change: the gauge is set after every
     /// desk message, and counting 1,000 desks each time was a third of the gateway's CPU.
     online: usize,
@@ -141,6 +164,11 @@ impl Fleet {
     /// The bonk that alert bonk `id` was merged into, when it was.
     pub fn merged_into(&self, id: &BonkId) -> Option<&BonkId> {
         self.bonks.get(id)?.merged_into.as_ref()
+    }
+
+    /// Records a bonk seen on the broker (anyone's), so the desks' acks of it are kept.
+    pub fn record_seen(&mut self, id: BonkId) {
+        self.bonk_entry(id);
     }
 
     /// Records the broker's PUBACK for bonk `id`.
@@ -189,6 +217,9 @@ impl Fleet {
         if payload.is_empty() {
             return Ok(());
         }
+        if payload.len() > MAX_HEALTH_BYTES {
+            return Err(Ignored::TooLarge);
+        }
         let health: Health = serde_json::from_slice(payload).map_err(|_| Ignored::InvalidHealth)?;
         let record = self.desk_entry(desk, now)?;
         record.health = Some(health);
@@ -205,6 +236,9 @@ impl Fleet {
         now: DateTime<Utc>,
         now_instant: Instant,
     ) -> Result<AckSeen, Ignored> {
+        if payload.len() > MAX_ACK_BYTES {
+            return Err(Ignored::TooLarge);
+        }
         let ack: Ack = serde_json::from_slice(payload).map_err(|_| Ignored::InvalidAck)?;
         let desk_record = self.desk_entry(desk.clone(), now)?;
         desk_record.last_seen = now;
@@ -213,18 +247,31 @@ impl Fleet {
             desk_record.last_ack_bonk_at = desk_record.last_ack_bonk_at.max(Some(ack.finished_at));
         }
         let outcome = ack.outcome;
-        let record = self.bonk_entry(ack.bonk_id.clone());
+        // Only bonks seen on the broker are tracked: an ack with a made-up id is counted, not kept.
+        let Some(record) = self.bonks.get_mut(&ack.bonk_id) else {
+            return Ok(AckSeen {
+                outcome,
+                latency: None,
+            });
+        };
         let latency = record
             .published
             .as_ref()
             .map(|p| now_instant.saturating_duration_since(p.instant));
-        if record.acks.len() < MAX_ACKS_PER_BONK {
+        if record.acks.len() < MAX_ACKS_PER_BONK && !record.acks.iter().any(|a| a.desk == desk) {
             record.acks.push(AckRecord {
-                ack,
                 desk,
+                outcome,
+                received_at: ack.received_at,
+                finished_at: ack.finished_at,
+                detail: ack.detail.as_deref().map(|d| cut(d, MAX_ACK_DETAIL)),
                 arrived_at: now,
                 latency,
             });
+            self.stored_acks += 1;
+            while self.stored_acks > MAX_STORED_ACKS && self.bonk_order.len() > 1 {
+                self.forget_oldest_bonk();
+            }
         }
         Ok(AckSeen { outcome, latency })
     }
@@ -287,15 +334,23 @@ impl Fleet {
                 .iter()
                 .map(|a| AckView {
                     desk: a.desk.to_string(),
-                    outcome: a.ack.outcome,
-                    received_at: a.ack.received_at,
-                    finished_at: a.ack.finished_at,
+                    outcome: a.outcome,
+                    received_at: a.received_at,
+                    finished_at: a.finished_at,
                     arrived_at: a.arrived_at,
                     latency_ms: a.latency.map(|l| l.as_secs_f64() * 1000.0),
-                    detail: a.ack.detail.clone(),
+                    detail: a.detail.clone(),
                 })
                 .collect(),
         })
+    }
+
+    fn forget_oldest_bonk(&mut self) {
+        if let Some(oldest) = self.bonk_order.pop_front()
+            && let Some(record) = self.bonks.remove(&oldest)
+        {
+            self.stored_acks -= record.acks.len();
+        }
     }
 
     fn desk_entry(&mut self, desk: DeskId, now: DateTime<Utc>) -> Result<&mut DeskRecord, Ignored> {
@@ -311,9 +366,7 @@ impl Fleet {
     fn bonk_entry(&mut self, id: BonkId) -> &mut BonkRecord {
         if !self.bonks.contains_key(&id) {
             while self.bonk_order.len() >= MAX_TRACKED_BONKS {
-                if let Some(oldest) = self.bonk_order.pop_front() {
-                    self.bonks.remove(&oldest);
-                }
+                self.forget_oldest_bonk();
             }
             self.bonk_order.push_back(id.clone());
         }
@@ -324,6 +377,15 @@ impl Fleet {
             acks: Vec::new(),
         })
     }
+}
+
+/// `value` cut to at most `max` bytes on a character boundary.
+fn cut(value: &str, max: usize) -> String {
+    let mut end = value.len().min(max);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value[..end].to_owned()
 }
 
 /// One desk in `GET /api/desks`.
@@ -562,6 +624,7 @@ mod tests {
     fn acks_for_bonks_published_elsewhere_are_tracked_without_latency() {
         let mut fleet = Fleet::default();
         let id = BonkId::stable(&["elsewhere"]);
+        fleet.record_seen(id.clone());
         let seen = fleet
             .record_ack(
                 desk("alice"),
@@ -574,6 +637,94 @@ mod tests {
         let view = fleet.bonk_view(&id).expect("tracked");
         assert_eq!(view.published_at, None);
         assert!(!view.accepted_by_broker);
+    }
+
+    #[test]
+    fn acks_of_unknown_bonks_are_counted_not_kept_and_each_desk_is_kept_once() {
+        let mut fleet = Fleet::default();
+        let now = Utc::now();
+        let made_up = BonkId::stable(&["made-up"]);
+        let seen = fleet
+            .record_ack(
+                desk("mallory"),
+                &ack_payload(&made_up, "mallory", Outcome::Bonked),
+                now,
+                Instant::now(),
+            )
+            .expect("counted");
+        assert_eq!(seen.outcome, Outcome::Bonked);
+        assert!(fleet.bonk_view(&made_up).is_none());
+        assert_eq!(fleet.desk_views()[0].acks.get("bonked"), Some(&1));
+
+        let id = BonkId::stable(&["seen"]);
+        fleet.record_seen(id.clone());
+        for _ in 0..5 {
+            fleet
+                .record_ack(
+                    desk("mallory"),
+                    &ack_payload(&id, "mallory", Outcome::Duplicate),
+                    now,
+                    Instant::now(),
+                )
+                .expect("ok");
+        }
+        assert_eq!(fleet.bonk_view(&id).expect("tracked").acks.len(), 1);
+    }
+
+    #[test]
+    fn oversized_desk_payloads_are_refused_and_details_cut() {
+        let mut fleet = Fleet::default();
+        let now = Utc::now();
+        let id = BonkId::stable(&["seen"]);
+        fleet.record_seen(id.clone());
+        let mut ack: Ack =
+            serde_json::from_slice(&ack_payload(&id, "alice", Outcome::ServoError)).expect("ack");
+        ack.detail = Some("é".repeat(1000));
+        fleet
+            .record_ack(desk("alice"), &ack.to_json(), now, Instant::now())
+            .expect("ok");
+        let detail = fleet.bonk_view(&id).expect("tracked").acks[0]
+            .detail
+            .clone()
+            .expect("detail");
+        assert!(detail.len() <= MAX_ACK_DETAIL && detail.len() >= MAX_ACK_DETAIL - 1);
+        ack.detail = Some("x".repeat(MAX_ACK_BYTES));
+        assert_eq!(
+            fleet.record_ack(desk("alice"), &ack.to_json(), now, Instant::now()),
+            Err(Ignored::TooLarge)
+        );
+        let huge = vec![b' '; MAX_HEALTH_BYTES + 1];
+        assert_eq!(
+            fleet.record_health(desk("alice"), &huge, now),
+            Err(Ignored::TooLarge)
+        );
+    }
+
+    #[test]
+    fn stored_acks_are_capped_by_forgetting_the_oldest_bonks() {
+        let mut fleet = Fleet::default();
+        let now = Utc::now();
+        let per_bonk = 100;
+        let bonks = MAX_STORED_ACKS / per_bonk + 5;
+        for b in 0..bonks {
+            let id = BonkId::stable(&["b", &b.to_string()]);
+            fleet.record_seen(id.clone());
+            for d in 0..per_bonk {
+                let name = format!("d{d}");
+                fleet
+                    .record_ack(
+                        desk(&name),
+                        &ack_payload(&id, &name, Outcome::Bonked),
+                        now,
+                        Instant::now(),
+                    )
+                    .expect("ok");
+            }
+        }
+        assert!(fleet.stored_acks <= MAX_STORED_ACKS);
+        assert!(fleet.bonk_view(&BonkId::stable(&["b", "0"])).is_none());
+        let last = BonkId::stable(&["b", &(bonks - 1).to_string()]);
+        assert_eq!(fleet.bonk_view(&last).expect("kept").acks.len(), per_bonk);
     }
 
     #[test]

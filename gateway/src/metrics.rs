@@ -38,11 +38,12 @@ const PUBLISH_FAILURE_REASONS: [&str; 5] = [
     "desks_returning",
 ];
 /// Why a desk message is ignored (see `fleet::Ignored`).
-const IGNORED_DESK_MESSAGE_REASONS: [&str; 4] = [
+const IGNORED_DESK_MESSAGE_REASONS: [&str; 5] = [
     "invalid_status",
     "invalid_health",
     "invalid_ack",
     "too_many_desks",
+    "too_large",
 ];
 
 /// An HTTP request's outcome.

@@ -48,11 +48,14 @@
 //! desk's subscription, and what it accepts before a desk subscribes again is delivered to nobody
 //! — with a 200 already sent, so Alertmanager never retries. So after every reconnect (not the
 //! first connect) the task holds bonks back until each desk the fleet view had `online` has sent
-//! a status again, or `desk_return_timeout` has passed. An agent publishes `online` right after
-//! its SUBACK, and the broker handles one connection's packets in order, so that status means the
-//! desk's subscriptions are in place. Where the broker kept everything (a network blip of the
-//! gateway alone, mosquitto with persistence), the retained statuses arrive right after the
-//! gateway's own SUBACK and the hold ends within milliseconds. Held bonks wait like bonks sent
+//! a *live* `online` or health report again, or `desk_return_timeout` has passed. An agent
+//! publishes `online` right after its SUBACK, sends its SUBSCRIBE before anything new on a
+//! connection, and the broker handles one connection's packets in order, so either message means
+//! the desk's subscriptions are in place. Retained replays prove nothing: a broker may keep
+//! retained messages yet lose sessions (EMQX does by default), and garbage or `offline` says the
+//! opposite. Where the broker kept everything (a network blip of the gateway alone), the desks
+//! did not reconnect, so the hold ends with each desk's next periodic health report (30 s by
+//! default) — a short wait, answered 503 and retried by Alertmanager, rather than a lost bonk. Held bonks wait like bonks sent
 //! while disconnected; a request that gives up meanwhile answers 503
 //! ([`PublishError::DesksReturning`]) and Alertmanager retries.
 
@@ -62,7 +65,7 @@ use std::time::Duration;
 
 use bonker_client::Backoff;
 use bonker_client::mqtt::{SettingsError, tune_event_loop};
-use bonker_protocol::{Bonk, BonkId, Route, Topics};
+use bonker_protocol::{Bonk, BonkId, Route, Status, Topics};
 use chrono::Utc;
 use rumqttc::{
     AsyncClient, ConnAck, ConnectionError, Event, EventLoop, Outgoing, Packet, Publish, QoS,
@@ -498,6 +501,11 @@ impl MqttTask {
         // Requests of the previous connection: their waiters already failed, and re-sending them
         // here would break the order `unsent` relies on.
         self.event_loop.pending.clear();
+        // rumqttc keeps these across a reconnect: a stashed packet-id collision would block every
+        // new publish, and a queued `Outgoing::Publish` of the old connection would hand the next
+        // PUBACK to the wrong waiter.
+        self.event_loop.state.collision = None;
+        self.event_loop.state.events.clear();
         self.is_connected = true;
         self.connected.send_replace(true);
         self.metrics.mqtt_connected.set(1);
@@ -509,6 +517,7 @@ impl MqttTask {
             self.topics.all_health(),
             self.topics.all_acks(),
             self.topics.all_namespace_bonks(),
+            self.topics.all_desk_bonks(),
         ]
         .into_iter()
         .map(|filter| SubscribeFilter::new(filter, QoS::AtLeastOnce));
@@ -618,26 +627,44 @@ impl MqttTask {
         let topic = publish.topic.as_str();
         let payload = &publish.payload[..];
         let route = self.topics.route(topic);
-        if let Some(Route::NamespaceBonk(_)) = route {
-            // Every detector's bonk, so alerts for a kill already bonked are merged into it.
+        if let Some(Route::NamespaceBonk(_) | Route::DeskBonk(_)) = route {
+            // Every bonk, so the desks' acks of it are kept, and every detector's, so alerts for
+            // a kill already bonked are merged into it.
             let bonk = Bonk::parse_lenient(payload).bonk;
-            let mut recall = crate::recall::lock(&self.recall);
-            recall.observe(&bonk, now_instant);
-            self.metrics
-                .kills_remembered
-                .set(gauge_value(recall.len().1));
+            lock(&self.fleet).record_seen(bonk.id.clone());
+            if let Some(Route::NamespaceBonk(_)) = route {
+                let mut recall = crate::recall::lock(&self.recall);
+                recall.observe(&bonk, now_instant);
+                self.metrics
+                    .kills_remembered
+                    .set(gauge_value(recall.len().1));
+            }
             return;
         }
         let mut returned = None;
         let mut fleet = lock(&self.fleet);
         let result = match route {
             Some(Route::Status(desk)) => {
-                if self.hold.is_some() {
+                // Only a live `online` says the desk has subscribed again (an agent says it
+                // right after its SUBACK): a retained one is the broker replaying what it kept,
+                // which it may have kept while losing the desk's session.
+                if self.hold.is_some()
+                    && !publish.retain
+                    && Status::parse(payload) == Some(Status::Online)
+                {
                     returned = Some(desk.to_string());
                 }
                 fleet.record_status(desk, payload, now)
             }
-            Some(Route::Health(desk)) => fleet.record_health(desk, payload, now),
+            Some(Route::Health(desk)) => {
+                let result = fleet.record_health(desk.clone(), payload, now);
+                // A live health report proves the desk's connection is up and subscribed: an
+                // agent subscribes before it publishes anything new on a connection.
+                if self.hold.is_some() && !publish.retain && result.is_ok() && !payload.is_empty() {
+                    returned = Some(desk.to_string());
+                }
+                result
+            }
             Some(Route::Ack(desk)) => {
                 let name = desk.to_string();
                 fleet

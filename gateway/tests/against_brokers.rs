@@ -510,8 +510,14 @@ async fn resubscribes_after_a_broker_restart(kind: BrokerKind) {
                 .then_some(())
         })
         .await;
-    // A live (not retained) ack after the restart reaches the gateway too.
+    // A live (not retained) bonk and its ack after the restart reach the gateway too.
     let id = BonkId::stable(&["resubscribe", &kind.to_string()]).to_string();
+    desk.publish(
+        "bonker/bonk/payments",
+        json!({"id": id, "severity": "info"}).to_string(),
+        false,
+    )
+    .await;
     desk.publish(
         "bonker/desk/bob/ack",
         ack(&id, "bob", Outcome::Duplicate),
@@ -684,6 +690,257 @@ async fn after_a_broker_restart_bonks_wait_for_the_desks(kind: BrokerKind) {
     assert_eq!(message.json()["summary"], "after the restart", "{kind}");
 }
 
+/// A broker that kept retained messages but lost the desks' sessions (EMQX's default, say)
+/// replays each desk's retained `online` to the reconnecting gateway while the desk itself is
+/// still away. Neither that replay, nor garbage, nor `offline` ends the hold: only a live `online`
+/// from the desk, sent after it has subscribed again.
+async fn only_a_live_online_ends_the_hold(kind: BrokerKind) {
+    let mut broker = TestBroker::start(kind);
+    // A slow first reconnect, so the retained statuses are in place before it.
+    let gateway = Gateway::start(
+        &broker.url(),
+        &[],
+        &[
+            ("BONKER_PUBLISH_TIMEOUT_MS", "1000"),
+            ("BONKER_MQTT__RECONNECT_MIN_MS", "2000"),
+            ("BONKER_MQTT__RECONNECT_MAX_MS", "2000"),
+        ],
+    )
+    .await;
+    let before = desk_subscribed_then_online(&broker, "erin").await;
+    gateway
+        .eventually("erin online in the fleet view", || async {
+            gateway
+                .metrics()
+                .await
+                .contains("bonker_gateway_desks_online 1")
+                .then_some(())
+        })
+        .await;
+    drop(before);
+    broker.restart();
+    let replayer = Probe::connect(&broker.url(), &[]).await;
+    replayer
+        .publish("bonker/desk/erin/status", "online", true)
+        .await;
+    replayer
+        .publish("bonker/desk/zz-sentinel/status", "online", true)
+        .await;
+    assert!(
+        gateway
+            .metrics()
+            .await
+            .contains("bonker_gateway_mqtt_connections_total 1"),
+        "{kind}: the gateway reconnected before the retained statuses were in place"
+    );
+    gateway
+        .eventually("the replayed statuses seen after the reconnect", || async {
+            let metrics = gateway.metrics().await;
+            (metrics.contains("bonker_gateway_mqtt_connections_total 2")
+                && metrics.contains("bonker_gateway_desks_known 2"))
+            .then_some(())
+        })
+        .await;
+    // Live, after every replay: garbage and `offline`.
+    replayer
+        .publish("bonker/desk/erin/status", "garbage", false)
+        .await;
+    replayer
+        .publish("bonker/desk/erin/status", "offline", false)
+        .await;
+    gateway
+        .eventually("the live garbage and offline seen", || async {
+            let metrics = gateway.metrics().await;
+            (metrics.contains(
+                "bonker_gateway_desk_messages_ignored_total{reason=\"invalid_status\"} 1",
+            ) && metrics.contains("bonker_gateway_desks_online 1"))
+            .then_some(())
+        })
+        .await;
+    assert_eq!(
+        desks_awaited(&gateway).await,
+        Some(1),
+        "{kind}: still waiting for erin"
+    );
+    let (status, reply) = gateway
+        .post("/bonk", &json!({"namespace": "payments"}))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{kind}: {reply}");
+
+    let mut erin = desk_subscribed_then_online(&broker, "erin").await;
+    gateway
+        .eventually("the hold ends with erin's live online", || async {
+            (desks_awaited(&gateway).await == Some(0)).then_some(())
+        })
+        .await;
+    let (status, reply) = gateway
+        .post(
+            "/bonk",
+            &json!({"namespace": "payments", "message": "back"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{kind}: {reply}");
+    assert_eq!(erin.next().await.json()["summary"], "back", "{kind}");
+}
+
+/// One desk's credentials publish what they may on the desk's own topics — a thousand acks and a
+/// thousand health reports of the largest size accepted, and three hundred acks of 250 KB — and
+/// the gateway stays small and ready, refuses the oversized ones with a warning naming the desk,
+/// and keeps serving webhooks.
+async fn one_desks_credentials_cannot_grow_the_gateway(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let gateway = Gateway::start(&broker.url(), &[], &[]).await;
+    let pid = gateway.process.pid();
+    let baseline = bonker_tests::measure::rss_kib(pid).expect("RSS");
+    // Bonks for the desk to ack: a thousand, seen by the gateway on the broker.
+    let bonker = Probe::connect(&broker.url(), &[]).await;
+    let mut ids = Vec::new();
+    for n in 0..1000 {
+        let id = BonkId::stable(&["flood", &n.to_string()]);
+        bonker
+            .publish(
+                "bonker/bonk/flood",
+                json!({"id": id.to_string(), "severity": "info"}).to_string(),
+                false,
+            )
+            .await;
+        ids.push(id);
+    }
+    let mallory = Probe::connect(&broker.url(), &[]).await;
+    let max_ack = |id: &BonkId| {
+        let mut ack = Ack {
+            version: SCHEMA_VERSION,
+            bonk_id: id.clone(),
+            desk: DeskId::new("mallory").expect("desk"),
+            outcome: Outcome::Bonked,
+            received_at: Utc::now(),
+            finished_at: Utc::now(),
+            severity: None,
+            namespace: Some("flood".into()),
+            pod: None,
+            count: Some(1),
+            detail: Some(String::new()),
+        };
+        let room = bonker_protocol::desk::MAX_ACK_BYTES - ack.to_json().len();
+        ack.detail = Some("x".repeat(room));
+        let payload = ack.to_json();
+        assert_eq!(payload.len(), bonker_protocol::desk::MAX_ACK_BYTES);
+        payload
+    };
+    let max_health = {
+        let mut health = Health {
+            version: SCHEMA_VERSION,
+            desk: DeskId::new("mallory").expect("desk"),
+            agent_version: "0.1.0".into(),
+            uptime_s: 1,
+            bonks_total: 1,
+            last_bonk_at: None,
+            last_bonk_namespace: None,
+            last_bonk_pod: None,
+            servo: ServoHealth {
+                driver: "simulated".into(),
+                state: "rest".into(),
+                error: Some(String::new()),
+            },
+            namespaces: vec!["flood".into()],
+            soc_temp_c: None,
+            sent_at: Utc::now(),
+        };
+        let room = bonker_protocol::desk::MAX_HEALTH_BYTES - health.to_json().len();
+        health.servo.error = Some("y".repeat(room));
+        let payload = health.to_json();
+        assert_eq!(payload.len(), bonker_protocol::desk::MAX_HEALTH_BYTES);
+        payload
+    };
+    let huge = format!("{{\"detail\":\"{}\"}}", "z".repeat(250_000));
+    for id in &ids {
+        mallory
+            .publish("bonker/desk/mallory/ack", max_ack(id), false)
+            .await;
+        mallory
+            .publish("bonker/desk/mallory/health", max_health.clone(), true)
+            .await;
+    }
+    for _ in 0..300 {
+        mallory
+            .publish("bonker/desk/mallory/ack", huge.clone(), false)
+            .await;
+    }
+    // Acks of made-up bonks are counted, never kept.
+    for n in 0..1000 {
+        let made_up = BonkId::stable(&["made-up", &n.to_string()]);
+        mallory
+            .publish("bonker/desk/mallory/ack", max_ack(&made_up), false)
+            .await;
+    }
+    // A known bonk acked twice at the largest size, then the sentinel: a last small ack of a
+    // known bonk, after everything else.
+    let last = BonkId::stable(&["flood", "last"]);
+    bonker
+        .publish(
+            "bonker/bonk/flood",
+            json!({"id": last.to_string()}).to_string(),
+            false,
+        )
+        .await;
+    for _ in 0..2 {
+        mallory
+            .publish("bonker/desk/mallory/ack", max_ack(&last), false)
+            .await;
+    }
+    let sentinel = BonkId::stable(&["flood", "sentinel"]);
+    bonker
+        .publish(
+            "bonker/bonk/flood",
+            json!({"id": sentinel.to_string()}).to_string(),
+            false,
+        )
+        .await;
+    mallory
+        .publish(
+            "bonker/desk/mallory/ack",
+            ack(sentinel.as_str(), "mallory", Outcome::Bonked),
+            false,
+        )
+        .await;
+    gateway
+        .eventually("the sentinel ack seen", || async {
+            let (_, view) = gateway.get(&format!("/api/bonks/{sentinel}")).await;
+            (view["acks"].as_array().map(Vec::len) == Some(1)).then_some(())
+        })
+        .await;
+    let metrics = gateway.metrics().await;
+    assert!(
+        !metrics.contains("bonker_gateway_desk_messages_ignored_total{reason=\"too_large\"} 0"),
+        "{kind}: the oversized acks were refused as too large:\n{metrics}"
+    );
+    let after = bonker_tests::measure::rss_kib(pid).expect("RSS");
+    eprintln!("{kind}: gateway RSS {baseline} KiB before, {after} KiB after the flood");
+    assert!(
+        after < 32 * 1024,
+        "{kind}: the gateway grew from {baseline} KiB to {after} KiB"
+    );
+    assert_eq!(gateway.get("/readyz").await.0, StatusCode::OK, "{kind}");
+    let (status, reply) = gateway
+        .post("/bonk", &json!({"namespace": "payments"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{kind}: {reply}");
+    // One ack kept per desk per bonk, its detail cut.
+    let (_, view) = gateway.get(&format!("/api/bonks/{last}")).await;
+    let acks = view["acks"].as_array().expect("acks");
+    assert_eq!(acks.len(), 1, "{kind}: {view}");
+    assert_eq!(
+        acks[0]["detail"].as_str().map(str::len),
+        Some(256),
+        "{kind}: {view}"
+    );
+    let output = gateway.process.output();
+    assert!(
+        output.contains("too_large") && output.contains("bonker/desk/mallory/ack"),
+        "{kind}: the refusal names the desk:\n{output}"
+    );
+}
+
 /// A desk that does not come back does not hold bonks forever: after `desk_return_timeout_ms`
 /// (3 s here) bonks flow again, with a warning naming the missing desk.
 async fn a_desk_that_stays_away_holds_bonks_only_until_the_timeout(kind: BrokerKind) {
@@ -730,6 +987,8 @@ bonker_tests::for_both_brokers!(
     resubscribes_after_a_broker_restart,
     concurrent_webhooks_are_each_confirmed_and_delivered_once,
     after_a_broker_restart_bonks_wait_for_the_desks,
+    only_a_live_online_ends_the_hold,
+    one_desks_credentials_cannot_grow_the_gateway,
     a_desk_that_stays_away_holds_bonks_only_until_the_timeout,
 );
 

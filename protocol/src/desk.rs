@@ -60,6 +60,12 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// The largest ack payload a reader accepts, in bytes; an agent's acks are a few hundred.
+pub const MAX_ACK_BYTES: usize = 4 * 1024;
+
+/// The largest health payload a reader accepts, in bytes: room for a hundred namespaces.
+pub const MAX_HEALTH_BYTES: usize = 16 * 1024;
+
 /// A desk's acknowledgement of one bonk. Every bonk a desk receives gets exactly one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ack {

@@ -61,8 +61,56 @@ pub fn init_tracing_with_default(default_filter: &str) {
         .with_writer(std::io::stderr);
     // A second initialisation (tests, embedding) keeps the first subscriber.
     let _ = if std::env::var("BONKER_LOG_FORMAT").as_deref() == Ok("json") {
+        // JSON escapes every control character already.
         builder.json().try_init()
     } else {
-        builder.try_init()
+        builder.fmt_fields(escaped_fields()).try_init()
     };
+}
+
+/// Text log fields with every control character escaped. Field values carry what clients sent
+/// (alert labels, receiver names, topics, desk payloads): a raw `\n` in one would start a forged
+/// log line, and an escape sequence would reach the terminal of whoever tails the log.
+fn escaped_fields() -> impl for<'writer> tracing_subscriber::fmt::FormatFields<'writer> {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let raw = format!("{value:?}");
+        let text = escape_controls(&raw);
+        if field.name() == "message" {
+            write!(writer, "{text}")
+        } else {
+            write!(writer, "{field}={text}")
+        }
+    })
+    .delimited(" ")
+}
+
+/// `text` with each control character (C0, DEL, C1) written as its Rust escape (`\n`, `\u{1b}`).
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(escape_controls("plain ü ✓"), "plain ü ✓");
+        assert_eq!(
+            escape_controls("a\nINFO forged\r\u{1b}[2J\u{9b}\u{7f}"),
+            "a\\nINFO forged\\r\\u{1b}[2J\\u{9b}\\u{7f}"
+        );
+    }
 }

@@ -941,6 +941,31 @@ async fn one_desks_credentials_cannot_grow_the_gateway(kind: BrokerKind) {
     );
 }
 
+/// A client's `\n` cannot forge a log line: every control character in a logged value is escaped.
+async fn request_fields_cannot_forge_log_lines(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let gateway = Gateway::start(&broker.url(), &[], &[]).await;
+    let body = json!({"receiver": "r\nERROR forged line\u{1b}[2J", "status": "firing",
+                      "alerts": [alert("firing", "fp-forge", json!({"alertname": "A\rB",
+                                                                     "namespace": "payments"}),
+                                       json!({}))]});
+    let (status, reply) = gateway.post("/webhook", &body).await;
+    assert_eq!(status, StatusCode::OK, "{kind}: {reply}");
+    let output = gateway.process.output();
+    let forged: Vec<&str> = output.lines().filter(|l| l.contains("forged")).collect();
+    assert!(
+        !forged.is_empty(),
+        "{kind}: the receiver is logged:\n{output}"
+    );
+    for line in forged {
+        assert!(
+            line.contains("r\\nERROR forged line\\u{1b}[2J"),
+            "{kind}: a forged line: {line:?}"
+        );
+    }
+    assert!(output.contains("A\\rB"), "{kind}:\n{output}");
+}
+
 /// A desk that does not come back does not hold bonks forever: after `desk_return_timeout_ms`
 /// (3 s here) bonks flow again, with a warning naming the missing desk.
 async fn a_desk_that_stays_away_holds_bonks_only_until_the_timeout(kind: BrokerKind) {
@@ -988,6 +1013,7 @@ bonker_tests::for_both_brokers!(
     concurrent_webhooks_are_each_confirmed_and_delivered_once,
     after_a_broker_restart_bonks_wait_for_the_desks,
     only_a_live_online_ends_the_hold,
+    request_fields_cannot_forge_log_lines,
     one_desks_credentials_cannot_grow_the_gateway,
     a_desk_that_stays_away_holds_bonks_only_until_the_timeout,
 );

@@ -316,14 +316,7 @@ fn generated_summary(alert: &Alert) -> String {
 /// annotation can never make a bonk exceed the broker's packet limit (which would drop the
 /// connection for every other bonk in flight).
 pub fn cut(value: &str) -> String {
-    if value.len() <= MAX_FIELD_LEN {
-        return value.to_owned();
-    }
-    let mut end = MAX_FIELD_LEN;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    value[..end].to_owned()
+    bonker_protocol::bonk::cut_to(value, MAX_FIELD_LEN).to_owned()
 }
 
 #[cfg(test)]

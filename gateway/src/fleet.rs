@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use bonker_protocol::bonk::cut_to;
 use bonker_protocol::desk::{MAX_ACK_BYTES, MAX_HEALTH_BYTES};
 use bonker_protocol::{Ack, BonkId, DeskId, Health, Outcome, Severity, Source, Status};
 use chrono::{DateTime, Utc};
@@ -264,7 +265,10 @@ impl Fleet {
                 outcome,
                 received_at: ack.received_at,
                 finished_at: ack.finished_at,
-                detail: ack.detail.as_deref().map(|d| cut(d, MAX_ACK_DETAIL)),
+                detail: ack
+                    .detail
+                    .as_deref()
+                    .map(|d| cut_to(d, MAX_ACK_DETAIL).to_owned()),
                 arrived_at: now,
                 latency,
             });
@@ -377,15 +381,6 @@ impl Fleet {
             acks: Vec::new(),
         })
     }
-}
-
-/// `value` cut to at most `max` bytes on a character boundary.
-fn cut(value: &str, max: usize) -> String {
-    let mut end = value.len().min(max);
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    value[..end].to_owned()
 }
 
 /// One desk in `GET /api/desks`.

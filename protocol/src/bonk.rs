@@ -358,18 +358,23 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
-fn cut(value: &str, field: &str, warnings: &mut Vec<String>) -> String {
-    if value.len() <= MAX_FIELD_LEN {
-        return value.to_owned();
-    }
-    warnings.push(format!(
-        "field `{field}` is longer than {MAX_FIELD_LEN} bytes; cut"
-    ));
-    let mut end = MAX_FIELD_LEN;
+/// `value` cut to at most `max` bytes on a character boundary: how every reader bounds a string
+/// that came from the network.
+pub fn cut_to(value: &str, max: usize) -> &str {
+    let mut end = value.len().min(max);
     while !value.is_char_boundary(end) {
         end -= 1;
     }
-    value[..end].to_owned()
+    &value[..end]
+}
+
+fn cut(value: &str, field: &str, warnings: &mut Vec<String>) -> String {
+    if value.len() > MAX_FIELD_LEN {
+        warnings.push(format!(
+            "field `{field}` is longer than {MAX_FIELD_LEN} bytes; cut"
+        ));
+    }
+    cut_to(value, MAX_FIELD_LEN).to_owned()
 }
 
 /// Cuts the kill's strings like any other field's.

@@ -1,7 +1,8 @@
 //! `bonker bonk`: bonk a namespace or a desk by hand, then wait for the desks' acks.
 //!
 //! Which desks should answer is read from their retained status and health first, so that a
-//! timeout can say exactly which desks stayed silent.
+//! timeout can say exactly which desks stayed silent. Desk names come from the network, so every
+//! line goes out through [`terminal::print_line`].
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::fleet;
 use crate::session::Session;
+use crate::terminal;
 
 /// What to bonk.
 #[derive(Debug, Clone)]
@@ -46,7 +48,7 @@ pub(crate) async fn run(mut session: Session, topics: &Topics, request: Request)
     };
     let Some(wait) = request.wait else {
         session.publish(&topic, bonk.to_json(), false).await?;
-        println!("bonk {} sent to {label}", bonk.id);
+        terminal::print_line(&format!("bonk {} sent to {label}", bonk.id));
         session.disconnect().await;
         return Ok(());
     };
@@ -64,7 +66,7 @@ pub(crate) async fn run(mut session: Session, topics: &Topics, request: Request)
     session.subscribe(&[topics.all_acks()]).await?;
     session.publish(&topic, bonk.to_json(), false).await?;
     let sent = Instant::now();
-    println!(
+    terminal::print_line(&format!(
         "bonk {} sent to {label} ({}); waiting up to {}s for {}",
         bonk.id,
         request.severity,
@@ -74,7 +76,7 @@ pub(crate) async fn run(mut session: Session, topics: &Topics, request: Request)
         } else {
             expected.iter().cloned().collect::<Vec<_>>().join(", ")
         }
-    );
+    ));
 
     let deadline = sent + wait;
     let mut answered = BTreeSet::new();
@@ -92,11 +94,11 @@ pub(crate) async fn run(mut session: Session, topics: &Topics, request: Request)
             continue;
         }
         let latency = sent.elapsed();
-        println!(
+        terminal::print_line(&format!(
             "  {desk:<16} {:<12} {:>6} ms",
             ack.outcome.as_str(),
             latency.as_millis()
-        );
+        ));
         answered.insert(desk.to_string());
     }
     session.disconnect().await;
@@ -115,6 +117,6 @@ pub(crate) async fn run(mut session: Session, topics: &Topics, request: Request)
             wait.as_secs()
         );
     }
-    println!("{} desk(s) acked", answered.len());
+    terminal::print_line(&format!("{} desk(s) acked", answered.len()));
     Ok(())
 }

@@ -3,7 +3,9 @@
 //!
 //! It is the first thing a newcomer runs, so it prints the exact commands to try and shows what
 //! each desk does with them. Everything in it is the real code: the same broker, gateway and agent
-//! libraries the production binaries run, talking real MQTT and HTTP on local ports.
+//! libraries the production binaries run, talking real MQTT and HTTP on local ports. Anyone who
+//! can reach the demo's broker can publish to it, so the live view's lines go out through
+//! [`terminal::print_line`].
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -18,6 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::session::{Received, Session};
+use crate::terminal;
 
 /// The Alertmanager webhook payload the demo suggests posting.
 const EXAMPLE_PAYLOAD: &str = include_str!("../../examples/alertmanager-oomkilled.json");
@@ -115,7 +118,7 @@ pub(crate) async fn run(ports: Ports) -> Result<()> {
         tokio::select! {
             message = view.next() => {
                 if let Some(line) = describe(&topics, &message?, &mut bonks) {
-                    println!("{line}");
+                    terminal::print_line(&line);
                 }
             }
             () = bonker_client::shutdown_signal() => break,
@@ -273,4 +276,38 @@ fn remember(bonks: &mut HashMap<BonkId, Bonk>, bonk: Bonk) {
         bonks.clear();
     }
     bonks.insert(bonk.id.clone(), bonk);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_live_view_never_shows_a_control_character_from_the_network() {
+        let topics = Topics::default();
+        let mut bonks = HashMap::new();
+        let hostile = "\x1b]0;pwned\x07\u{9b}31m\u{202e}\r\n";
+        let status = Received {
+            topic: "bonker/desk/alice/status".to_owned(),
+            payload: hostile.as_bytes().to_vec(),
+        };
+        let bonk = Received {
+            topic: "bonker/bonk/payments".to_owned(),
+            payload: serde_json::json!({ "pod": hostile, "summary": hostile })
+                .to_string()
+                .into_bytes(),
+        };
+        for message in [status, bonk] {
+            let line = describe(&topics, &message, &mut bonks).expect("a line");
+            let shown = terminal::text(&line);
+            assert!(
+                shown.chars().all(|c| !c.is_control() && c != '\u{202e}'),
+                "{shown:?}"
+            );
+            assert!(
+                shown.contains(r"\u{1b}]0;pwned\u{7}\u{9b}31m\u{202e}\r\n"),
+                "{shown}"
+            );
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! `bonker fleet`: the desks, as their retained status and health topics describe them.
 //!
 //! The CLI reads the broker, not the gateway: it works wherever a person can reach the broker, and
-//! shows the same truth Home Assistant sees.
+//! shows the same truth Home Assistant sees. Health reports are the desks' own words, so every
+//! cell of the table is escaped for the terminal before it is measured, and the JSON is escaped by
+//! [`terminal::json`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::session::{Received, Session};
+use crate::terminal;
 
 /// How long the broker must be quiet before the retained burst is taken as complete.
 pub(crate) const RETAINED_QUIET: Duration = Duration::from_millis(400);
@@ -98,14 +101,22 @@ pub(crate) async fn run(mut session: Session, topics: &Topics, json: bool) -> Re
     session.disconnect().await;
     if json {
         let desks: Vec<&DeskView> = fleet.values().collect();
-        println!("{}", serde_json::to_string_pretty(&desks)?);
+        let json = serde_json::to_string_pretty(&desks)?;
+        for line in terminal::json(&json).lines() {
+            terminal::print_line(line);
+        }
         return Ok(());
     }
     if fleet.is_empty() {
-        println!("no desks have reported under {}/desk/", topics.prefix());
+        terminal::print_line(&format!(
+            "no desks have reported under {}/desk/",
+            topics.prefix()
+        ));
         return Ok(());
     }
-    print!("{}", table(&fleet, Utc::now()));
+    for line in table(&fleet, Utc::now()) {
+        terminal::print_line(&line);
+    }
     Ok(())
 }
 
@@ -122,7 +133,8 @@ fn ago(now: DateTime<Utc>, then: Option<DateTime<Utc>>) -> String {
     }
 }
 
-fn table(fleet: &BTreeMap<String, DeskView>, now: DateTime<Utc>) -> String {
+/// The table's lines, every cell escaped for the terminal so that widths are the widths shown.
+fn table(fleet: &BTreeMap<String, DeskView>, now: DateTime<Utc>) -> Vec<String> {
     let mut rows = vec![[
         "DESK".to_owned(),
         "STATUS".to_owned(),
@@ -151,23 +163,26 @@ fn table(fleet: &BTreeMap<String, DeskView>, now: DateTime<Utc>) -> String {
             view.servo.clone().unwrap_or_else(|| "-".to_owned()),
         ]);
     }
+    let rows: Vec<[String; 8]> = rows
+        .into_iter()
+        .map(|row| row.map(|cell| terminal::text(&cell).into_owned()))
+        .collect();
     let mut widths = [0usize; 8];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    rows.iter()
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(widths)
+                .map(|(cell, width)| format!("{cell:<width$}"))
+                .collect();
+            cells.join("  ").trim_end().to_owned()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -217,7 +232,7 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-11-21T10:05:00Z")
             .expect("time")
             .with_timezone(&Utc);
-        let table = table(&fleet, now);
+        let table = table(&fleet, now).join("\n");
         assert!(table.starts_with("DESK"), "{table}");
         assert!(table.contains("alice  online"), "{table}");
         assert!(table.contains("5m ago"), "{table}");
@@ -226,6 +241,41 @@ mod tests {
         assert!(
             !fleet.contains_key("bob"),
             "a cleared status retires the desk"
+        );
+    }
+
+    #[test]
+    fn health_fields_cannot_drive_the_terminal() {
+        let topics = Topics::default();
+        let hostile = "\x1b]52;c;aGFja2Vk\x07\u{9b}2J\u{202e}\x7f\nx";
+        let health = serde_json::json!({
+            "desk": "mallory", "agent_version": hostile, "uptime_s": 1, "bonks_total": 0,
+            "servo": {"driver": hostile, "state": hostile}, "namespaces": [hostile, "ü🐧"],
+            "sent_at": "2026-11-21T10:00:00Z"
+        });
+        let mut fleet = BTreeMap::new();
+        apply(
+            &mut fleet,
+            &topics,
+            &message("bonker/desk/mallory/health", health.to_string().as_bytes()),
+        );
+        let now = DateTime::parse_from_rfc3339("2026-11-21T10:00:30Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let lines = table(&fleet, now);
+        assert_eq!(lines.len(), 2, "one header, one desk: {lines:?}");
+        for line in &lines {
+            assert!(line.chars().all(|c| !c.is_control()), "{line:?}");
+            assert_eq!(
+                terminal::text(line),
+                line.as_str(),
+                "escaped before measuring"
+            );
+        }
+        assert!(
+            lines[1].contains(r"\u{1b}]52;c;aGFja2Vk\u{7}\u{9b}2J\u{202e}\u{7f}\nx,ü🐧"),
+            "{}",
+            lines[1]
         );
     }
 }

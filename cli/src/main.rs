@@ -8,6 +8,7 @@ mod demo;
 mod fleet;
 mod session;
 mod tail;
+mod terminal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -127,7 +128,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("bonker: {error:#}");
+            // An error can quote the network (a server certificate's names, for one).
+            eprintln!("bonker: {}", terminal::text(&format!("{error:#}")));
             ExitCode::FAILURE
         }
     }

@@ -1,10 +1,15 @@
 //! `bonker tail`: a live stream of bonks, acks and desk status changes across the fleet.
+//!
+//! Every line is printed through [`terminal::print_line`] and JSON lines are escaped by
+//! [`terminal::json`]: what other people published never reaches the terminal as a control
+//! character.
 
 use anyhow::Result;
 use bonker_protocol::{Ack, Bonk, Route, Status, Topics};
 use chrono::Local;
 
 use crate::session::{Received, Session};
+use crate::terminal;
 
 /// Streams until the process is stopped.
 pub(crate) async fn run(mut session: Session, topics: &Topics, json: bool) -> Result<()> {
@@ -21,7 +26,7 @@ pub(crate) async fn run(mut session: Session, topics: &Topics, json: bool) -> Re
         tokio::select! {
             message = session.next() => {
                 if let Some(line) = render(topics, &message?, json) {
-                    println!("{line}");
+                    terminal::print_line(&line);
                 }
             }
             () = bonker_client::shutdown_signal() => break,
@@ -31,7 +36,8 @@ pub(crate) async fn run(mut session: Session, topics: &Topics, json: bool) -> Re
     Ok(())
 }
 
-/// One line for one message, or `None` for messages that are not the fleet's.
+/// One line for one message, or `None` for messages that are not the fleet's. A JSON line is
+/// already safe for a terminal; a text line is made safe when printed.
 pub(crate) fn render(topics: &Topics, message: &Received, json: bool) -> Option<String> {
     let route = topics.route(&message.topic)?;
     if json {
@@ -44,7 +50,7 @@ pub(crate) fn render(topics: &Topics, message: &Received, json: bool) -> Option<
             Route::Health(_) => "health",
         };
         let line = serde_json::json!({"kind": kind, "topic": message.topic, "payload": payload});
-        return Some(line.to_string());
+        return Some(terminal::json(&line.to_string()).into_owned());
     }
     let time = Local::now().format("%H:%M:%S");
     let line = match route {
@@ -138,5 +144,72 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&json).expect("json line");
         assert_eq!(value["kind"], "bonk");
         assert_eq!(value["payload"], "tap");
+    }
+
+    /// OSC 52 (write the clipboard), a screen clear, a title, the C1 CSI, DEL, a bidi override
+    /// and a line break: nothing a terminal would act on may come out.
+    const HOSTILE: &str =
+        "\x1b]52;c;aGFja2Vk\x07\x1b[2J\x1b]0;pwned\x07\u{9b}31m\x7f\u{202e}gol\nDESK x";
+
+    fn printed(line: &str) -> String {
+        terminal::text(line).into_owned()
+    }
+
+    fn assert_safe(printed: &str) {
+        assert!(
+            printed
+                .chars()
+                .all(|c| !c.is_control() && !('\u{2028}'..='\u{2069}').contains(&c)),
+            "{printed:?}"
+        );
+    }
+
+    #[test]
+    fn lines_never_carry_the_network_s_control_characters() {
+        let topics = Topics::default();
+        let bonk = serde_json::json!({
+            "pod": HOSTILE, "container": HOSTILE, "summary": HOSTILE, "severity": "info"
+        });
+        let line = render(
+            &topics,
+            &message("bonker/bonk/payments", &bonk.to_string()),
+            false,
+        )
+        .expect("a bonk line");
+        let shown = printed(&line);
+        assert_safe(&shown);
+        assert!(shown.contains(r"\u{1b}]52;c;aGFja2Vk\u{7}"), "{shown}");
+        assert!(shown.contains(r"\u{202e}gol\nDESK x"), "{shown}");
+
+        let ack = serde_json::json!({
+            "bonk_id": HOSTILE, "desk": "alice", "outcome": "bonked",
+            "received_at": "2026-11-21T10:00:00Z", "finished_at": "2026-11-21T10:00:01Z",
+            "pod": HOSTILE, "detail": HOSTILE
+        });
+        let line = render(
+            &topics,
+            &message("bonker/desk/alice/ack", &ack.to_string()),
+            false,
+        )
+        .expect("an ack line");
+        let shown = printed(&line);
+        assert_safe(&shown);
+        assert!(shown.contains(r"[\u{1b}]52;c;a]"), "{shown}");
+
+        let line = render(&topics, &message("bonker/desk/alice/bonk", HOSTILE), false)
+            .expect("a desk bonk line");
+        assert_safe(&printed(&line));
+
+        // JSON lines are made safe as they are rendered, and still carry the exact value.
+        let line = render(
+            &topics,
+            &message("bonker/bonk/payments", &bonk.to_string()),
+            true,
+        )
+        .expect("a JSON line");
+        assert_safe(&line);
+        assert_eq!(printed(&line), line);
+        let value: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+        assert_eq!(value["payload"]["pod"], HOSTILE);
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod mqtt;
+pub mod text;
 
 pub use mqtt::{Backoff, MqttArgs, MqttSettings};
 
@@ -68,14 +69,14 @@ pub fn init_tracing_with_default(default_filter: &str) {
     };
 }
 
-/// Text log fields with every control character escaped. Field values carry what clients sent
+/// Text log fields with every unsafe character escaped ([`text::escape_unsafe`]). Field values carry what clients sent
 /// (alert labels, receiver names, topics, desk payloads): a raw `\n` in one would start a forged
 /// log line, and an escape sequence would reach the terminal of whoever tails the log.
 fn escaped_fields() -> impl for<'writer> tracing_subscriber::fmt::FormatFields<'writer> {
     use tracing_subscriber::field::MakeExt;
     tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
         let raw = format!("{value:?}");
-        let text = escape_controls(&raw);
+        let text = text::escape_unsafe(&raw);
         if field.name() == "message" {
             write!(writer, "{text}")
         } else {
@@ -85,31 +86,15 @@ fn escaped_fields() -> impl for<'writer> tracing_subscriber::fmt::FormatFields<'
     .delimited(" ")
 }
 
-/// `text` with each control character (C0, DEL, C1) written as its Rust escape (`\n`, `\u{1b}`).
-pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::escape_controls;
+    use super::text::escape_unsafe;
 
     #[test]
     fn control_characters_are_escaped_and_the_rest_kept() {
-        assert_eq!(escape_controls("plain ü ✓"), "plain ü ✓");
+        assert_eq!(escape_unsafe("plain ü ✓"), "plain ü ✓");
         assert_eq!(
-            escape_controls("a\nINFO forged\r\u{1b}[2J\u{9b}\u{7f}"),
+            escape_unsafe("a\nINFO forged\r\u{1b}[2J\u{9b}\u{7f}"),
             "a\\nINFO forged\\r\\u{1b}[2J\\u{9b}\\u{7f}"
         );
     }

@@ -8,7 +8,8 @@
 //!   to 1000 desks, on the embedded broker and on mosquitto;
 //! - [`throughput`]: alerts per second ingested with concurrent senders, with per-process CPU;
 //! - [`footprint`]: binary sizes, the agent's memory and CPU idle and bonked;
-//! - [`delivery`]: a burst of concurrent webhooks, every bonk and ack counted.
+//! - [`delivery`]: a burst of concurrent webhooks, every bonk and ack counted;
+//! - [`kill_window`]: the gateway's memory for the kills it remembers, at and beyond its cap.
 //!
 //! Supporting modules: [`stack`] (the processes of one fleet), [`desks`] (the in-process fleet
 //! that `bonker-bench desks` runs), [`observer`] (the harness's MQTT client), [`http`] (a lean
@@ -19,6 +20,7 @@ pub mod delivery;
 pub mod desks;
 pub mod footprint;
 pub mod http;
+pub mod kill_window;
 pub mod latency;
 pub mod machine;
 pub mod observer;

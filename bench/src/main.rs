@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use bonker_bench::report::{self, Results};
 use bonker_bench::stack::{self, BrokerKind, Tools};
 use bonker_bench::throughput::{self, CellSpec};
-use bonker_bench::{delivery, desks, footprint, latency, machine, stats};
+use bonker_bench::{delivery, desks, footprint, kill_window, latency, machine, stats};
 
 /// Measures bonker's latency, throughput and footprint on this machine and writes
 /// docs/benchmarks.md (run through scripts/bench, which builds the release binaries first).
@@ -66,6 +66,8 @@ enum Section {
     Throughput,
     /// Binary sizes, agent memory and CPU.
     Footprint,
+    /// The gateway's memory for 10,000 remembered kills, and beyond its cap.
+    KillWindow,
 }
 
 #[derive(Debug, clap::Args)]
@@ -397,6 +399,22 @@ async fn measure(
         }
     }
 
+    if args.wants(Section::KillWindow) {
+        mark(results, "kill window");
+        let n = kill_window::BONKS;
+        eprintln!(
+            "kill window: {n} watcher bonks with kills, {n} more beyond the cap, {n} without a kill"
+        );
+        let window = kill_window::measure(tools).await?;
+        eprintln!(
+            "  {:.0} bytes per kill beyond its id; capped at {}: {}",
+            window.bytes_per_kill(),
+            window.max_kills,
+            window.capped()
+        );
+        results.kill_window = Some(window);
+    }
+
     if args.wants(Section::Throughput) {
         mark(results, "throughput");
         let cells = throughput_cells()
@@ -495,6 +513,8 @@ mod tests {
             Cli::try_parse_from(["bonker-bench", "--quick", "--only", "webhook"]).expect("parses");
         assert!(cli.run.quick && cli.run.wants(Section::Webhook));
         assert!(!cli.run.wants(Section::Footprint));
+        let cli = Cli::try_parse_from(["bonker-bench", "--only", "kill-window"]).expect("parses");
+        assert!(cli.run.wants(Section::KillWindow) && !cli.run.wants(Section::Webhook));
         assert_eq!(cli.run.fleet_sizes, [1, 10, 100, 1000]);
     }
 

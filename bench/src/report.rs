@@ -12,6 +12,7 @@ use anyhow::{Result, bail};
 
 use crate::delivery::Delivery;
 use crate::footprint::{AgentFootprint, BinarySize};
+use crate::kill_window::{Growth, KillWindow};
 use crate::latency::{ClosedLoop, WebhookLatency};
 use crate::machine::{Load, Machine};
 use crate::plot::{self, Series};
@@ -69,6 +70,8 @@ pub struct Results {
     pub agent: Option<AgentFootprint>,
     /// Section 6.
     pub delivery: Vec<Delivery>,
+    /// Section 7.
+    pub kill_window: Option<KillWindow>,
     /// The plot's file name, relative to the report.
     pub plot_file: String,
 }
@@ -95,6 +98,10 @@ pub fn render(template: &str, results: &Results) -> Result<String> {
         footprint_tables(&results.sizes, results.agent.as_ref(), &results.throughput),
     );
     parts.insert("delivery", delivery_table(&results.delivery));
+    parts.insert(
+        "kill_window",
+        kill_window_table(results.kill_window.as_ref()),
+    );
     parts.insert("broker_settings", BROKER_SETTINGS_NOTE.to_owned());
     let mut out = String::with_capacity(template.len() * 2);
     let mut rest = template;
@@ -688,6 +695,81 @@ fn delivery_table(runs: &[Delivery]) -> String {
     text
 }
 
+fn kill_window_table(window: Option<&KillWindow>) -> String {
+    let Some(w) = window else {
+        return "Not measured in this run.".to_owned();
+    };
+    let rss = |kib: u64| format!("{:.2} MiB ({kib} KiB)", mib(kib));
+    let mut text = String::from(
+        "| gateway | RSS before | RSS after | change | per bonk | after ÷ idle baseline | kills \
+         remembered | took | 1-min load at start |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+    );
+    let mut row = |what: String, growth: &Growth, baseline_kib: u64| {
+        let _ = writeln!(
+            text,
+            "| {what} | {} | {} | {:+} KiB | {:.0} bytes | {:.2}× | {} | {:.1} s | {} |",
+            rss(growth.before_kib),
+            rss(growth.after_kib),
+            growth.delta_kib(),
+            growth.bytes_per_bonk(w.bonks),
+            growth.after_kib as f64 / baseline_kib.max(1) as f64,
+            growth.kills_remembered,
+            growth.took.as_secs_f64(),
+            load_cell(growth.load),
+        );
+    };
+    row(
+        format!(
+            "fresh, idle → {} watcher bonks with a `kill`, one pod each",
+            w.bonks
+        ),
+        &w.kills,
+        w.kills.before_kib,
+    );
+    row(
+        format!(
+            "the same → {} more kills ({} in all, beyond the cap)",
+            w.bonks,
+            2 * w.bonks
+        ),
+        &w.beyond_cap,
+        w.kills.before_kib,
+    );
+    row(
+        format!(
+            "fresh, idle → {} watcher bonks without a `kill` (ids only)",
+            w.bonks
+        ),
+        &w.ids_only,
+        w.ids_only.before_kib,
+    );
+    let _ = writeln!(
+        text,
+        "\nA remembered kill cost **{:.0} bytes** of resident memory beyond its bonk's id: {:.0} \
+         bytes per bonk with a `kill`, less {:.0} per bonk without ({:.0} KiB for {} kills). \
+         Beyond the cap the gateway remembered {} kills (cap {}: {}) and grew by {:.0} bytes a \
+         bonk: from {:.2}× its idle baseline after {} kills to {:.2}× after {}, peak `VmHWM` \
+         {:.2} MiB. The bonks' JSON averaged {} bytes with the `kill`, {} without.",
+        w.bytes_per_kill(),
+        w.kills.bytes_per_bonk(w.bonks),
+        w.ids_only.bytes_per_bonk(w.bonks),
+        w.bytes_per_kill() * w.bonks as f64 / 1024.0,
+        w.bonks,
+        w.beyond_cap.kills_remembered,
+        w.max_kills,
+        if w.capped() { "held" } else { "**not held**" },
+        w.beyond_cap.bytes_per_bonk(w.bonks),
+        w.over_baseline(w.kills.after_kib),
+        w.bonks,
+        w.over_baseline(w.beyond_cap.after_kib),
+        2 * w.bonks,
+        mib(w.kills_peak_rss_kib),
+        w.kill_payload_bytes,
+        w.id_payload_bytes,
+    );
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -732,6 +814,39 @@ mod tests {
         assert!(text.contains("benchmarks-latency.svg"));
         assert!(render("{{nonsense}}", &results).is_err());
         assert!(render("{{date", &results).is_err());
+    }
+
+    #[test]
+    fn the_kill_window_says_bytes_per_kill_and_whether_the_cap_held() {
+        let growth = |before_kib, after_kib, kills_remembered| Growth {
+            before_kib,
+            after_kib,
+            kills_remembered,
+            took: Duration::from_millis(1500),
+            load: Some(0.25),
+        };
+        let results = Results {
+            kill_window: Some(KillWindow {
+                bonks: 10_240,
+                max_kills: 10_000,
+                kill_payload_bytes: 712,
+                id_payload_bytes: 540,
+                kills: growth(10_000, 20_000, 10_000),
+                beyond_cap: growth(20_000, 21_000, 10_000),
+                ids_only: growth(10_000, 12_000, 0),
+                kills_peak_rss_kib: 21_500,
+            }),
+            ..Results::default()
+        };
+        let text = render(TEMPLATE, &results).expect("renders");
+        assert!(text.contains("| +10000 KiB | 1000 bytes | 2.00× | 10000 |"));
+        assert!(text.contains("| +1000 KiB | 100 bytes | 2.10× | 10000 |"));
+        assert!(
+            text.contains("**800 bytes**"),
+            "1000 per kill bonk less 200 per id"
+        );
+        assert!(text.contains("cap 10000: held"));
+        assert!(kill_window_table(None).contains("Not measured"));
     }
 
     #[test]

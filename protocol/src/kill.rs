@@ -294,7 +294,12 @@ impl KillLedger {
         let Some(bucket) = kill.bucket() else {
             return;
         };
-        let entries = self.buckets.entry(bucket.clone()).or_default();
+        // Nearly every container has one kill in the window: room for exactly one (a growing
+        // `Vec` would reserve four).
+        let entries = self
+            .buckets
+            .entry(bucket.clone())
+            .or_insert_with(|| Vec::with_capacity(1));
         if entries.iter().any(|e| e.id == bonk.id) {
             return;
         }

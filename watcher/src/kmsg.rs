@@ -13,7 +13,9 @@
 //! is not an error: the reader reports an [`KmsgRead::Overrun`] and carries on, and the memory
 //! cgroup counters (see [`crate::cgroup`]) still account for kills whose lines were lost.
 //!
-//! A thread of its own reads the device with blocking reads (see [`KernelLog`]).
+//! A thread of its own reads the device with blocking reads (see [`KernelLog`]). The path may also
+//! name a pipe or a file carrying records in the same format (a recorded kernel log, replayed):
+//! several records per read are split apart.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -138,7 +140,7 @@ impl KernelLog {
     ///
     /// Fails with `PermissionDenied` when `kernel.dmesg_restrict=1` and the process lacks
     /// `CAP_SYSLOG`, or when a container's device cgroup does not allow the device (see
-    /// `docs/watcher.md`).
+    /// `docs/watcher.md`). A named pipe is opened once it has a writer.
     pub fn open(path: &Path) -> io::Result<KernelLog> {
         let file = File::open(path)?;
         let (sender, records) = tokio::sync::mpsc::channel(QUEUED_RECORDS);
@@ -159,24 +161,67 @@ impl KernelLog {
 
 fn read_records(mut file: File, sender: &tokio::sync::mpsc::Sender<io::Result<KmsgRead>>) {
     let mut buffer = vec![0; READ_BUFFER_BYTES];
+    let mut records = RecordSplitter::default();
     loop {
-        let item = match file.read(&mut buffer) {
-            Ok(0) => Err(io::Error::new(
+        let items: Vec<io::Result<KmsgRead>> = match file.read(&mut buffer) {
+            Ok(0) => vec![Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the kernel log returned end of file",
-            )),
-            Ok(n) => Ok(match parse_record(&buffer[..n]) {
-                Ok(record) => KmsgRead::Record(record),
-                Err(error) => KmsgRead::Malformed(error),
-            }),
-            Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(KmsgRead::Overrun),
+            ))],
+            Ok(n) => records
+                .push(&buffer[..n])
+                .into_iter()
+                .map(|bytes| {
+                    Ok(match parse_record(&bytes) {
+                        Ok(record) => KmsgRead::Record(record),
+                        Err(error) => KmsgRead::Malformed(error),
+                    })
+                })
+                .collect(),
+            Err(error) if error.kind() == io::ErrorKind::BrokenPipe => vec![Ok(KmsgRead::Overrun)],
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => Err(error),
+            Err(error) => vec![Err(error)],
         };
-        let fatal = item.is_err();
-        if sender.blocking_send(item).is_err() || fatal {
-            return;
+        for item in items {
+            let fatal = item.is_err();
+            if sender.blocking_send(item).is_err() || fatal {
+                return;
+            }
         }
+    }
+}
+
+/// Cuts what was read into records.
+///
+/// `/dev/kmsg` returns exactly one record per read, so for the device this is the identity. A
+/// pipe or a file holding records in the same format (a recorded kernel log replayed) returns
+/// whatever was written, several records or part of one: complete lines are split into records
+/// — a record is a line that does not start with a space, with the ` KEY=value` lines after it —
+/// and an unfinished line waits for the next read.
+#[derive(Debug, Default)]
+struct RecordSplitter {
+    unfinished: Vec<u8>,
+}
+
+impl RecordSplitter {
+    fn push(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
+        self.unfinished.extend_from_slice(bytes);
+        let complete = match self.unfinished.iter().rposition(|&b| b == b'\n') {
+            Some(end) => end + 1,
+            // A "line" longer than any record: hand it on, to be reported as malformed.
+            None if self.unfinished.len() >= READ_BUFFER_BYTES => self.unfinished.len(),
+            None => return Vec::new(),
+        };
+        let rest = self.unfinished.split_off(complete);
+        let text = std::mem::replace(&mut self.unfinished, rest);
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        for line in text.split_inclusive(|&b| b == b'\n') {
+            match records.last_mut() {
+                Some(record) if line.first() == Some(&b' ') => record.extend_from_slice(line),
+                _ => records.push(line.to_vec()),
+            }
+        }
+        records
     }
 }
 
@@ -297,6 +342,27 @@ mod tests {
                 ("DEVICE".to_owned(), "c189:1".to_owned())
             ]
         );
+    }
+
+    #[test]
+    fn records_are_split_apart_when_a_pipe_delivers_several_or_part_of_one() {
+        let mut splitter = RecordSplitter::default();
+        // One record per read, as the device delivers them.
+        assert_eq!(
+            splitter.push(b"6,1,5,-;usb 1-1: new device\n SUBSYSTEM=usb\n"),
+            [b"6,1,5,-;usb 1-1: new device\n SUBSYSTEM=usb\n".to_vec()]
+        );
+        // Two and a half records, then the rest of the third.
+        assert_eq!(
+            splitter.push(b"4,2,6,-;a\n4,3,7,-;b\n DEVICE=x\n4,4,8,-;c"),
+            [b"4,2,6,-;a\n".to_vec(), b"4,3,7,-;b\n DEVICE=x\n".to_vec()]
+        );
+        assert_eq!(
+            splitter.push(b" continued\n"),
+            [b"4,4,8,-;c continued\n".to_vec()]
+        );
+        let record = parse_record(b"4,3,7,-;b\n DEVICE=x\n").expect("parses");
+        assert_eq!(record.metadata, [("DEVICE".to_owned(), "x".to_owned())]);
     }
 
     #[test]

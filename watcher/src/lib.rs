@@ -12,6 +12,7 @@
 //! - [`identity`]: reads pod UID, container id, runtime and QoS class out of a cgroup path, for
 //!   every layout the kubelet uses.
 //! - [`kube`]: turns pod UID and container id into namespace, pod and container names.
+//! - [`limit`]: which memory limit fired — the container's, the pod's, the node's.
 //! - [`watcher`]: the loop that owns all of it and decides what to report.
 //! - [`publish`]: hands bonks to MQTT; [`metrics`]: `/metrics` and `/healthz`.
 //! - [`config`]: flags, environment and TOML.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod identity;
 pub mod kmsg;
 pub mod kube;
+pub mod limit;
 pub mod metrics;
 pub mod parser;
 pub mod publish;

@@ -1,6 +1,6 @@
 //! The watcher's own Prometheus metrics, and the small HTTP server that serves them.
 //!
-//! `bonker_watcher_oom_kills_total{namespace,pod,container,process}` is the point: unlike
+//! `bonker_watcher_oom_kills_total{namespace,pod,container,process,limit}` is the point: unlike
 //! cAdvisor's `container_oom_events_total` or kube-state-metrics' last-terminated reason, it lives
 //! in the watcher, so it does not disappear when the killed container is replaced, and it counts
 //! child processes whose death never restarted anything. Kills outside Kubernetes have empty
@@ -32,6 +32,8 @@ pub struct KillLabels {
     pub container: String,
     /// Process name, empty when only the cgroup counter saw the kill.
     pub process: String,
+    /// Which limit fired: `container`, `pod`, `cgroup`, `node`, `numa`; empty when unknown.
+    pub limit: String,
 }
 
 /// Labels of a kill seen only by the cgroup counters.
@@ -90,7 +92,7 @@ impl Metrics {
         let oom_kills = Family::<KillLabels, Counter>::default();
         registry.register(
             "oom_kills",
-            "OOM kills on this node, by namespace, pod, container and process",
+            "OOM kills on this node, by namespace, pod, container, process and the limit that fired",
             oom_kills.clone(),
         );
         let counter_only_detections = Family::<CounterOnlyLabels, Counter>::default();
@@ -220,13 +222,14 @@ mod tests {
                 pod: "api-1".into(),
                 container: "app".into(),
                 process: "fluentd".into(),
+                limit: "container".into(),
             })
             .inc();
         metrics.parse_failures.inc();
         let text = metrics.encode();
         assert!(
             text.contains(
-                r#"bonker_watcher_oom_kills_total{namespace="payments",pod="api-1",container="app",process="fluentd"} 1"#
+                r#"bonker_watcher_oom_kills_total{namespace="payments",pod="api-1",container="app",process="fluentd",limit="container"} 1"#
             ),
             "{text}"
         );

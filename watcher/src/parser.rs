@@ -15,6 +15,21 @@
 //!   `memory.oom.group=1`, which the kubelet sets on containers since 1.28): the kills that follow
 //!   have no summary of their own.
 //!
+//! Three more say which process's allocation made the kernel kill — the *trigger*, which need not
+//! be the victim (a sidecar can fill a pod's limit and the kernel kill the main process; on a
+//! node-wide OOM, the kubelet's allocation may kill a pod's JVM):
+//!
+//! - the header, `NAME invoked oom-killer: gfp_mask=…`, naming the allocating thread;
+//! - the stack dump's first line, `CPU: 1 UID: 0 PID: 24170 Comm: NAME Not tainted …`, with that
+//!   thread's id (a thread id, not a process id: it equals the victim's pid only when the
+//!   process's main thread allocated);
+//! - the task table (`[  pid  ]   uid  tgid … name`, unless `vm.oom_dump_tasks=0`), one row per
+//!   process that could have been chosen, which maps a thread to its process.
+//!
+//! A trigger is reported only when these lines show it is another process than the victim: a
+//! JVM's or a Go program's other threads (`C2 CompilerThre`, or the process's own name with
+//! another thread id) are the victim itself, not a trigger.
+//!
 //! The summary and the header around it are rate-limited by the kernel (10 reports per 5 s), so a
 //! kill line may come alone; [`OomAssembler`] then yields a kill without a cgroup and the watcher
 //! fills it in from the memory cgroup counters.
@@ -92,6 +107,28 @@ pub enum OomLine {
     },
     /// A process was killed.
     Killed(KilledProcess),
+    /// `CPU: N [UID: N ]PID: N Comm: NAME …`: the first line of a stack dump, naming the running
+    /// thread. In an OOM report it follows the header and names the allocating thread.
+    Running {
+        /// The thread's id.
+        pid: u32,
+        /// Its name.
+        comm: String,
+    },
+    /// The task table's header, `[  pid  ]   uid  tgid total_vm … name`.
+    TaskHeader {
+        /// How many columns come before the name (it differs between kernel versions).
+        columns: usize,
+    },
+    /// A row of the task table: `[  1234]     0  1234 …  NAME`.
+    Task {
+        /// The pid of the process's thread that holds its memory (normally the main thread).
+        pid: u32,
+        /// The process id.
+        tgid: u32,
+        /// The columns after the pid, as printed (the name is the last, and may hold spaces).
+        rest: String,
+    },
 }
 
 /// A line that is clearly part of an OOM report but could not be understood.
@@ -118,6 +155,46 @@ const LEGACY_TASK_IN: &str = "Task in ";
 const LEGACY_LIMIT_OF: &str = " killed as a result of limit of ";
 const GROUP_PREFIX: &str = "Tasks in ";
 const GROUP_SUFFIX: &str = " are going to be killed due to memory.oom.group set";
+const RUNNING_PREFIX: &str = "CPU: ";
+
+/// `N [UID: N ]PID: N Comm: NAME Not tainted …` (after `CPU: `). Stack dumps are printed for
+/// many reasons besides OOM reports, so a line that does not fit is simply not one (`None`).
+fn parse_running(rest: &str) -> Option<OomLine> {
+    let (_, after) = rest.split_once(" PID: ")?;
+    let (pid, after) = after.split_once(' ')?;
+    let pid = pid.parse().ok()?;
+    let after = after.strip_prefix("Comm: ")?;
+    let end = [" Not tainted", " Tainted:"]
+        .iter()
+        .filter_map(|marker| after.find(marker))
+        .min()
+        .unwrap_or(after.len());
+    Some(OomLine::Running {
+        pid,
+        comm: after[..end].to_owned(),
+    })
+}
+
+/// The task table's header or one of its rows; anything else in brackets (`[drm] …`) is `None`.
+fn parse_task_table(message: &str) -> Option<OomLine> {
+    let (inside, rest) = message.strip_prefix('[')?.split_once(']')?;
+    let inside = inside.trim();
+    if inside == "pid" {
+        let columns: Vec<&str> = rest.split_whitespace().collect();
+        return (columns.last() == Some(&"name")).then(|| OomLine::TaskHeader {
+            columns: columns.len() - 1,
+        });
+    }
+    let pid = inside.parse().ok()?;
+    let mut columns = rest.split_whitespace();
+    let _uid: u32 = columns.next()?.parse().ok()?;
+    let tgid = columns.next()?.parse().ok()?;
+    Some(OomLine::Task {
+        pid,
+        tgid,
+        rest: rest.to_owned(),
+    })
+}
 
 /// Classifies a kernel log message: `None` for lines that have nothing to do with OOM kills,
 /// `Some(Err(_))` for lines that look like OOM report lines but do not parse.
@@ -151,6 +228,12 @@ pub fn parse_line(message: &str) -> Option<Result<OomLine, ParseError>> {
             task_memcg: task_memcg.to_owned(),
             oom_memcg: oom_memcg.to_owned(),
         }));
+    }
+    if let Some(rest) = message.strip_prefix(RUNNING_PREFIX) {
+        return parse_running(rest).map(Ok);
+    }
+    if message.starts_with('[') {
+        return parse_task_table(message).map(Ok);
     }
     if let Some(position) = message.find(INVOKED_MARKER)
         && message[position + INVOKED_MARKER.len()..].starts_with(':')
@@ -364,10 +447,17 @@ pub struct KernelKill {
     pub process: String,
     /// The victim's memory cgroup, when the report said.
     pub task_memcg: Option<String>,
-    /// The cgroup whose limit was hit, when the report said.
+    /// The cgroup whose limit was hit, when the report said (for a `memory.oom.group` member:
+    /// the victim's report).
     pub oom_memcg: Option<String>,
     /// True for a node-wide OOM (no cgroup limit involved).
     pub global: bool,
+    /// The summary's constraint (`CONSTRAINT_MEMCG`, `CONSTRAINT_NONE`, `CONSTRAINT_CPUSET`,
+    /// `CONSTRAINT_MEMORY_POLICY`): which kind of limit fired. `None` without a summary.
+    pub constraint: Option<String>,
+    /// The process whose allocation made the kernel kill, when the report shows it is another
+    /// process than the victim (see the module docs).
+    pub trigger: Option<Trigger>,
     /// Resident memory at the kill, in KiB (anon + file + shmem), when the kill line came.
     pub rss_kb: Option<u64>,
     /// True when the process died because its cgroup has `memory.oom.group` set and another
@@ -375,6 +465,87 @@ pub struct KernelKill {
     pub group_member: bool,
     /// True when `task_memcg` is the group's cgroup, an ancestor of the victim's own cgroup.
     pub memcg_is_ancestor: bool,
+}
+
+/// The process whose allocation made the kernel kill: the report's `… invoked oom-killer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    /// Its name (the kernel's 15-character `comm`).
+    pub process: String,
+    /// Its process id, when the report says (from the task table; or, without one, the
+    /// allocating thread's id).
+    pub pid: Option<u32>,
+}
+
+/// Most task table rows remembered for one report (a node-wide OOM lists every process).
+const MAX_TASKS: usize = 65_536;
+
+/// What an OOM report's header says about the process that invoked the OOM killer, kept until
+/// the report's victim is assembled.
+#[derive(Debug, Clone, Default)]
+struct ReportHeader {
+    /// The invoking thread's name.
+    invoker: String,
+    /// The invoking thread's id, from the stack dump.
+    thread: Option<u32>,
+    /// Columns before the name in the task table, from its header.
+    columns: Option<usize>,
+    /// The task table: pid of each listed process's thread → (process id, name).
+    tasks: std::collections::HashMap<u32, (u32, String)>,
+}
+
+impl ReportHeader {
+    /// The trigger of the kill of `victim_pid` (`victim`), when the report shows it is another
+    /// process; `None` when it is the victim or the report cannot tell.
+    fn trigger(&self, victim_pid: u32, victim: &str) -> Option<Trigger> {
+        // The invoking thread's process: the thread itself when it is listed (a main thread),
+        // else the one process listed under the thread's name (threads keep their process's
+        // name unless they rename themselves).
+        let listed = self
+            .thread
+            .and_then(|tid| self.tasks.get(&tid))
+            .or_else(|| {
+                let mut named = self
+                    .tasks
+                    .values()
+                    .filter(|(_, name)| *name == self.invoker);
+                match (named.next(), named.next()) {
+                    (Some(only), None) => Some(only),
+                    _ => None,
+                }
+            });
+        if self.thread == Some(victim_pid) {
+            return None;
+        }
+        if let Some((tgid, name)) = listed {
+            return (*tgid != victim_pid).then(|| Trigger {
+                process: name.clone(),
+                pid: Some(*tgid),
+            });
+        }
+        if self.tasks.is_empty() {
+            // No task table: another name is another process (or a renamed thread, which the
+            // table would have told apart); the same name with another thread id may well be
+            // one of the victim's own threads.
+            return (self.invoker != victim).then(|| Trigger {
+                process: self.invoker.clone(),
+                pid: self.thread,
+            });
+        }
+        // Listed, but not as one process: several processes share the name (one of them the
+        // trigger, and when the victim is among them it cannot be told apart), or a thread
+        // renamed itself and its process is unknown.
+        let several = self
+            .tasks
+            .values()
+            .filter(|(_, name)| *name == self.invoker)
+            .nth(1)
+            .is_some();
+        (several && self.invoker != victim).then(|| Trigger {
+            process: self.invoker.clone(),
+            pid: None,
+        })
+    }
 }
 
 /// Something the assembler produced.
@@ -403,6 +574,12 @@ pub struct OomAssembler {
     summary: Option<PendingSummary>,
     legacy: Option<(String, String)>,
     group: Option<String>,
+    /// The open report's header, until its victim is assembled. A kill line that comes without
+    /// one (the kernel rate-limits headers with summaries) has no known trigger.
+    header: Option<ReportHeader>,
+    /// The last victim's constraint and limit cgroup, for the `memory.oom.group` kills that
+    /// follow it: the same OOM, the same limit.
+    victim_limit: Option<(Option<String>, Option<String>)>,
 }
 
 impl OomAssembler {
@@ -423,14 +600,47 @@ impl OomAssembler {
         match parse_line(message) {
             None => {}
             Some(Err(error)) => out.push(Assembled::ParseFailure(error)),
-            Some(Ok(OomLine::Invoked { .. })) => {
+            Some(Ok(OomLine::Invoked { process })) => {
                 out.extend(self.flush());
                 self.legacy = None;
                 self.group = None;
+                self.victim_limit = None;
+                self.header = Some(ReportHeader {
+                    invoker: process,
+                    ..ReportHeader::default()
+                });
+            }
+            Some(Ok(OomLine::Running { pid, comm })) => {
+                // Only the dump right after the header names the allocating thread.
+                if let Some(header) = self.header.as_mut()
+                    && header.thread.is_none()
+                    && header.columns.is_none()
+                    && comm == header.invoker
+                {
+                    header.thread = Some(pid);
+                }
+            }
+            Some(Ok(OomLine::TaskHeader { columns })) => {
+                if let Some(header) = self.header.as_mut() {
+                    header.columns = Some(columns);
+                    header.tasks.clear();
+                }
+            }
+            Some(Ok(OomLine::Task { pid, tgid, rest })) => {
+                if let Some(header) = self.header.as_mut()
+                    && let Some(columns) = header.columns
+                    && header.tasks.len() < MAX_TASKS
+                {
+                    let name = rest.split_whitespace().skip(columns).collect::<Vec<_>>();
+                    if !name.is_empty() {
+                        header.tasks.insert(pid, (tgid, name.join(" ")));
+                    }
+                }
             }
             Some(Ok(OomLine::Summary(summary))) => {
                 out.extend(self.flush());
                 self.group = None;
+                self.victim_limit = None;
                 self.summary = Some(PendingSummary {
                     summary,
                     seq,
@@ -461,6 +671,8 @@ impl OomAssembler {
                     task_memcg: None,
                     oom_memcg: None,
                     global: global_context,
+                    constraint: None,
+                    trigger: None,
                     rss_kb: Some(rss_kb),
                     group_member: false,
                     memcg_is_ancestor: false,
@@ -471,14 +683,32 @@ impl OomAssembler {
                     kill.task_memcg = pending.summary.task_memcg;
                     kill.oom_memcg = pending.summary.oom_memcg;
                     kill.global |= pending.summary.global;
+                    kill.constraint = pending.summary.constraint;
+                    self.victim_limit = Some((kill.constraint.clone(), kill.oom_memcg.clone()));
+                    kill.trigger = self
+                        .header
+                        .take()
+                        .and_then(|h| h.trigger(kill.pid, &kill.process));
                 } else if let Some(group) = &self.group {
                     kill.task_memcg = Some(group.clone());
-                    kill.oom_memcg = Some(group.clone());
+                    if let Some((constraint, oom_memcg)) = &self.victim_limit {
+                        kill.constraint.clone_from(constraint);
+                        kill.oom_memcg.clone_from(oom_memcg);
+                    }
                     kill.group_member = true;
                     kill.memcg_is_ancestor = true;
-                } else if let Some((task_memcg, oom_memcg)) = self.legacy.take() {
-                    kill.task_memcg = Some(task_memcg);
-                    kill.oom_memcg = Some(oom_memcg);
+                } else {
+                    if let Some((task_memcg, oom_memcg)) = self.legacy.take() {
+                        kill.task_memcg = Some(task_memcg);
+                        kill.oom_memcg = Some(oom_memcg);
+                    }
+                    // A header without a summary: a kernel before 4.19. A kill line alone (its
+                    // header rate-limited away) finds no header: the previous report's was
+                    // taken by its own victim.
+                    kill.trigger = self
+                        .header
+                        .take()
+                        .and_then(|h| h.trigger(kill.pid, &kill.process));
                 }
                 out.push(Assembled::Kill(kill));
             }
@@ -489,6 +719,10 @@ impl OomAssembler {
     /// Completes a summary whose kill line has not arrived, as a kill of its own.
     pub fn flush(&mut self) -> Option<Assembled> {
         let pending = self.summary.take()?;
+        let trigger = self
+            .header
+            .take()
+            .and_then(|h| h.trigger(pending.summary.pid, &pending.summary.task));
         Some(Assembled::Kill(KernelKill {
             seq: pending.seq,
             timestamp_us: pending.timestamp_us,
@@ -497,6 +731,8 @@ impl OomAssembler {
             task_memcg: pending.summary.task_memcg,
             oom_memcg: pending.summary.oom_memcg,
             global: pending.summary.global,
+            constraint: pending.summary.constraint,
+            trigger,
             rss_kb: None,
             group_member: false,
             memcg_is_ancestor: false,
@@ -655,6 +891,11 @@ mod tests {
             (Some("/g"), true)
         );
         assert!(second.memcg_is_ancestor);
+        // The same OOM as the victim's: the same limit.
+        assert_eq!(
+            (second.constraint.as_deref(), second.oom_memcg.as_deref()),
+            (Some("CONSTRAINT_MEMCG"), Some("/g"))
+        );
     }
 
     #[test]
@@ -684,5 +925,180 @@ mod tests {
         };
         assert_eq!(kill.task_memcg, None);
         assert_eq!(kill.rss_kb, Some(2));
+    }
+
+    const MEMCG_SUMMARY: &str = "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/p,task_memcg=/p/c,task=java,pid=100,uid=0";
+
+    fn killed_line(pid: u32, name: &str) -> String {
+        format!(
+            "Memory cgroup out of memory: Killed process {pid} ({name}) total-vm:1kB, anon-rss:1kB, file-rss:1kB, shmem-rss:0kB, UID:0 pgtables:1kB oom_score_adj:0"
+        )
+    }
+
+    /// Feeds a report — header, stack dump line, task table — and returns its one kill.
+    fn report(invoker: &str, thread: Option<u32>, table: &[(u32, u32, &str)]) -> KernelKill {
+        let mut assembler = OomAssembler::new();
+        let mut lines = vec![format!(
+            "{invoker} invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0"
+        )];
+        if let Some(tid) = thread {
+            lines.push(format!(
+                "CPU: 1 UID: 0 PID: {tid} Comm: {invoker} Not tainted 6.1.0 #1 PREEMPT(none)"
+            ));
+        }
+        if !table.is_empty() {
+            lines.push("Tasks state (memory values in pages):".to_owned());
+            lines.push("[  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem pgtables_bytes swapents oom_score_adj name".to_owned());
+            for (pid, tgid, name) in table {
+                lines.push(format!(
+                    "[{pid:>7}]     0 {tgid:>5}    15415    13872    12224     1648         0   155648        0             0 {name}"
+                ));
+            }
+        }
+        lines.push(MEMCG_SUMMARY.to_owned());
+        lines.push(killed_line(100, "java"));
+        let mut kills = Vec::new();
+        for (seq, line) in lines.iter().enumerate() {
+            kills.extend(assembler.push(seq as u64, seq as u64, line));
+        }
+        let [Assembled::Kill(kill)] = kills.as_slice() else {
+            panic!("{kills:?}")
+        };
+        assert_eq!(kill.constraint.as_deref(), Some("CONSTRAINT_MEMCG"));
+        kill.clone()
+    }
+
+    fn trigger(process: &str, pid: Option<u32>) -> Option<Trigger> {
+        Some(Trigger {
+            process: process.to_owned(),
+            pid,
+        })
+    }
+
+    #[test]
+    fn stack_dump_and_task_table_lines() {
+        assert_eq!(
+            parse_line("CPU: 2 PID: 5282 Comm: java Tainted: G    B ------------ T 3.10.0 #1"),
+            Some(Ok(OomLine::Running {
+                pid: 5282,
+                comm: "java".into()
+            }))
+        );
+        assert_eq!(
+            parse_line("CPU: 0 UID: 1000 PID: 77 Comm: Web Content Not tainted 6.18.4 #1"),
+            Some(Ok(OomLine::Running {
+                pid: 77,
+                comm: "Web Content".into()
+            }))
+        );
+        assert_eq!(
+            parse_line("[ pid ]   uid  tgid total_vm      rss nr_ptes swapents oom_score_adj name"),
+            Some(Ok(OomLine::TaskHeader { columns: 7 }))
+        );
+        assert!(matches!(
+            parse_line(
+                "[  24167]     0 24167      648      366        0      366         0    49152        0             0 sh"
+            ),
+            Some(Ok(OomLine::Task {
+                pid: 24167,
+                tgid: 24167,
+                ..
+            }))
+        ));
+        // Brackets and stack dumps are printed for other reasons too: not OOM lines, no errors.
+        assert_eq!(parse_line("[drm] Initialized"), None);
+        assert_eq!(parse_line("CPU: 3 is now offline"), None);
+    }
+
+    #[test]
+    fn the_trigger_is_another_process_as_the_report_shows_it() {
+        // The victim's main thread allocated: no trigger.
+        assert_eq!(
+            report("java", Some(100), &[(100, 100, "java")]).trigger,
+            None
+        );
+        // Another listed process allocated.
+        assert_eq!(
+            report(
+                "sidecar",
+                Some(200),
+                &[(100, 100, "java"), (200, 200, "sidecar")]
+            )
+            .trigger,
+            trigger("sidecar", Some(200))
+        );
+        // One of the victim's other threads (same name, a thread id not in the table).
+        assert_eq!(
+            report("java", Some(104), &[(100, 100, "java")]).trigger,
+            None
+        );
+        // A thread of another process: the one process listed under that name.
+        assert_eq!(
+            report(
+                "kubelet",
+                Some(1201),
+                &[(100, 100, "java"), (1187, 1187, "kubelet")]
+            )
+            .trigger,
+            trigger("kubelet", Some(1187))
+        );
+        // A renamed thread (a JVM's `C2 CompilerThre`): whose, the report does not say.
+        assert_eq!(
+            report("C2 CompilerThre", Some(105), &[(100, 100, "java")]).trigger,
+            None
+        );
+        // Several processes of that name: the trigger is one of them when the victim is not.
+        assert_eq!(
+            report(
+                "worker",
+                Some(300),
+                &[
+                    (100, 100, "java"),
+                    (301, 301, "worker"),
+                    (302, 302, "worker")
+                ]
+            )
+            .trigger,
+            trigger("worker", None)
+        );
+        assert_eq!(
+            report("java", Some(300), &[(100, 100, "java"), (101, 101, "java")]).trigger,
+            None
+        );
+        // No task table (vm.oom_dump_tasks=0): another name is another process.
+        assert_eq!(
+            report("sidecar", Some(200), &[]).trigger,
+            trigger("sidecar", Some(200))
+        );
+        assert_eq!(report("java", Some(104), &[]).trigger, None);
+        assert_eq!(
+            report("sidecar", None, &[]).trigger,
+            trigger("sidecar", None)
+        );
+    }
+
+    #[test]
+    fn a_report_without_a_header_has_no_trigger() {
+        let mut assembler = OomAssembler::new();
+        assembler.push(
+            1,
+            1,
+            "sidecar invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0",
+        );
+        assembler.push(2, 2, MEMCG_SUMMARY);
+        let first = assembler.push(3, 3, &killed_line(100, "java"));
+        // The next kill's header and summary were rate-limited away.
+        let second = assembler.push(4, 4, &killed_line(101, "java"));
+        let [Assembled::Kill(first)] = first.as_slice() else {
+            panic!("{first:?}")
+        };
+        let [Assembled::Kill(second)] = second.as_slice() else {
+            panic!("{second:?}")
+        };
+        assert_eq!(first.trigger, trigger("sidecar", None));
+        assert_eq!(
+            (second.trigger.clone(), second.constraint.clone()),
+            (None, None)
+        );
     }
 }

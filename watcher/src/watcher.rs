@@ -8,21 +8,32 @@
 //!   next counter reading, which says which cgroup counted a kill, and is published then.
 //! - a counted kill no kernel log line explains within the grace period (lost to an overrun,
 //!   unparseable, or no kernel log access at all) is published from the counter alone.
+//!
+//! Every bonk carries the kill it reports ([`bonker_protocol::Kill`]): seen by the kernel, at the
+//! kernel's timestamp, named by cluster, namespace, pod, container and node, with the limit that
+//! fired ([`crate::limit`]) and the process that triggered it when it was not the victim. The
+//! gateway and the desks merge an alert for the same kill into it. A kill outside any pod has no
+//! namespace of its own: it goes to the default namespace's topic, its kill keyed by the node.
+//!
+//! Nothing here reads the victim's cgroup after the kill: the kernel's report names it by path,
+//! and the path alone names the pod and container — the runtime removes a killed container's
+//! cgroup within milliseconds, and that must not matter.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bonker_protocol::{Bonk, BonkId, Namespace, Severity, Source, Topics};
+use bonker_protocol::{Bonk, BonkId, Detector, Kill, Limit, Namespace, Severity, Source, Topics};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::cgroup::{CounterTracker, Counters, Hierarchy, Ledger};
+use crate::cgroup::{CounterSource, CounterTracker, Counters, Hierarchy, Ledger};
 use crate::config::WatcherConfig;
 use crate::identity::{CgroupIdentity, identify};
 use crate::kmsg::{self, KernelLog, KmsgRead, ResumePoint, StateFile};
 use crate::kube::{KubeApi, PodDirectory, PodNames};
+use crate::limit;
 use crate::metrics::{CounterOnlyLabels, KillLabels, Metrics};
-use crate::parser::{Assembled, KernelKill, OomAssembler};
+use crate::parser::{Assembled, KernelKill, OomAssembler, Trigger};
 use crate::publish::BonkPublisher;
 
 /// How long a summary waits for its kill line before it is reported alone.
@@ -45,7 +56,18 @@ struct KillReport {
     pid: Option<u32>,
     cgroup: Option<String>,
     oom_cgroup: Option<String>,
-    global: bool,
+    /// The kernel's `CONSTRAINT_…`, when its summary came.
+    constraint: Option<String>,
+    /// Which limit fired (see [`crate::limit`]).
+    limit: Option<Limit>,
+    /// True when the kernel's report said which limit (rather than the counters suggesting it).
+    limit_reported: bool,
+    /// The process whose allocation made the kernel kill, when not the victim.
+    trigger: Option<Trigger>,
+    /// Processes killed: more than one for a `memory.oom.group` kill seen by the counters.
+    processes: u64,
+    /// Killed because another process of its `memory.oom.group` was (reported with that one).
+    group_member: bool,
     rss_kb: Option<u64>,
     fired_at: DateTime<Utc>,
     /// Kernel timestamp, for the detection delay metric.
@@ -341,6 +363,8 @@ impl Watcher {
     async fn report_kernel_kill(&mut self, kill: KernelKill, history: bool) {
         let fired_at = kmsg::wall_time_of(kill.timestamp_us, kmsg::monotonic_now_us(), Utc::now());
         let seq = kill.seq;
+        let limit = limit::of_kernel_kill(&kill);
+        let limit_reported = kill.constraint.is_some() || kill.oom_memcg.is_some() || kill.global;
         let report = KillReport {
             id: BonkId::stable(&[
                 "watcher",
@@ -352,7 +376,12 @@ impl Watcher {
             pid: Some(kill.pid),
             cgroup: kill.task_memcg,
             oom_cgroup: kill.oom_memcg,
-            global: kill.global,
+            constraint: kill.constraint,
+            limit,
+            limit_reported,
+            trigger: kill.trigger,
+            processes: 1,
+            group_member: kill.group_member,
             rss_kb: kill.rss_kb,
             fired_at,
             timestamp_us: Some(kill.timestamp_us),
@@ -378,13 +407,14 @@ impl Watcher {
         for increase in self.tracker.observe(counters) {
             let unexplained = self.ledger.settle(&increase);
             for index in 0..unexplained {
-                // The n-th unexplained kill of this increase has counter value counter - (u-1-n).
-                let counter = increase.counter - (unexplained - 1 - index);
+                // The n-th unexplained event of this increase has counter value
+                // counter - (u-1-n).
+                let counter = increase.counter.saturating_sub(unexplained - 1 - index);
                 if let Some((mut kill, _)) = self.awaiting.pop_front() {
                     kill.task_memcg = Some(increase.path.clone());
                     self.report_kernel_kill(kill, false).await;
                 } else {
-                    self.ledger.add_debit(&increase.path, counter, now);
+                    self.ledger.add_debit(&increase, counter, now);
                 }
             }
         }
@@ -395,20 +425,31 @@ impl Watcher {
         };
         for debit in self.ledger.take_expired_debits(grace, now) {
             let age = now.saturating_duration_since(debit.at);
+            // The id names the counter the event was read from: the same cgroup's own counter
+            // and its hierarchical or group counter count different things.
+            let source = match debit.source {
+                CounterSource::Own => "cgroup".to_owned(),
+                other => format!("cgroup-{}", other.as_str()),
+            };
             let report = KillReport {
                 id: BonkId::stable(&[
                     "watcher",
                     &self.config.node_name,
                     &self.boot_id,
-                    "cgroup",
+                    &source,
                     &debit.path,
                     &debit.counter.to_string(),
                 ]),
                 process: None,
                 pid: None,
+                limit: Some(limit::of_cgroup(&debit.path)),
                 cgroup: Some(debit.path),
                 oom_cgroup: None,
-                global: false,
+                constraint: None,
+                limit_reported: false,
+                trigger: None,
+                processes: debit.processes,
+                group_member: false,
                 rss_kb: None,
                 fired_at: Utc::now() - chrono::Duration::from_std(age).unwrap_or_default(),
                 timestamp_us: None,
@@ -454,8 +495,15 @@ impl Watcher {
                 .and_then(|n| n.container.clone())
                 .unwrap_or_default(),
             process: report.process.clone().unwrap_or_default(),
+            limit: report
+                .limit
+                .map(|l| l.as_str().to_owned())
+                .unwrap_or_default(),
         };
-        self.metrics.oom_kills.get_or_create(&labels).inc();
+        self.metrics
+            .oom_kills
+            .get_or_create(&labels)
+            .inc_by(report.processes.max(1));
         if report.counter_only {
             self.metrics
                 .counter_only_detections
@@ -473,7 +521,14 @@ impl Watcher {
             pod = %labels.pod,
             container = %labels.container,
             process = %labels.process,
+            pid = report.pid,
             cgroup = report.cgroup.as_deref().unwrap_or("?"),
+            oom_cgroup = report.oom_cgroup.as_deref(),
+            constraint = report.constraint.as_deref(),
+            limit = report.limit.map(Limit::as_str),
+            trigger = report.trigger.as_ref().map(|t| t.process.as_str()),
+            trigger_pid = report.trigger.as_ref().and_then(|t| t.pid),
+            processes = report.processes,
             counter_only = report.counter_only,
             bonk = report.bonk,
             "{summary}"
@@ -481,23 +536,35 @@ impl Watcher {
         if !report.bonk {
             return;
         }
+        // A kill outside any pod (or in a pod the API does not know) has no namespace of its own:
+        // it goes to the default namespace's topic, its kill keyed by the node.
         let namespace = names
             .as_ref()
             .and_then(|n| Namespace::new(n.namespace.clone()).ok())
             .unwrap_or_else(|| self.config.default_namespace.clone());
         let topic = self.topics.namespace_bonk(&namespace);
+        let cluster = self.config.cluster.as_ref().map(ToString::to_string);
+        let mut kill = Kill::new(Detector::Kernel, report.fired_at);
+        kill.cluster = cluster.clone();
+        kill.namespace = names.as_ref().map(|n| n.namespace.clone());
+        kill.pod = names.as_ref().map(|n| n.pod.clone());
+        kill.container = names.as_ref().and_then(|n| n.container.clone());
+        kill.node = Some(self.config.node_name.clone());
+        kill.limit = report.limit;
+        kill.trigger = report.trigger.map(|t| t.process);
         let mut bonk = Bonk::new(Source::Watcher, Severity::Critical);
         bonk.id = report.id;
-        bonk.namespace = names.as_ref().map(|n| n.namespace.clone());
-        bonk.pod = names.as_ref().map(|n| n.pod.clone());
-        bonk.container = names.as_ref().and_then(|n| n.container.clone());
+        bonk.namespace = kill.namespace.clone();
+        bonk.pod = kill.pod.clone();
+        bonk.container = kill.container.clone();
         bonk.process = report.process;
-        bonk.node = Some(self.config.node_name.clone());
+        bonk.node = kill.node.clone();
         bonk.reason = Some(REASON.to_owned());
         bonk.summary = Some(summary);
-        bonk.cluster = self.config.cluster.as_ref().map(ToString::to_string);
+        bonk.cluster = cluster;
         bonk.fired_at = Some(report.fired_at);
         bonk.sent_at = Some(Utc::now());
+        bonk.kill = Some(kill);
         if self.publisher.publish(&topic, &bonk)
             && let Some(timestamp_us) = report.timestamp_us
         {
@@ -508,15 +575,18 @@ impl Watcher {
         }
     }
 
+    /// The bonk's text: who was killed where, which limit fired, and what triggered it.
     fn summary(
         &self,
         report: &KillReport,
         identity: &CgroupIdentity,
         names: Option<&PodNames>,
     ) -> String {
+        let node = &self.config.node_name;
         let who = match (&report.process, report.pid) {
             (Some(process), Some(pid)) => format!("{process} (pid {pid})"),
             (Some(process), None) => process.clone(),
+            _ if report.processes > 1 => format!("{} processes", report.processes),
             _ => "a process".to_owned(),
         };
         let place = match (names, identity.pod_uid.as_deref(), report.cgroup.as_deref()) {
@@ -528,20 +598,35 @@ impl Watcher {
             (None, None, Some(cgroup)) => format!("cgroup {cgroup}"),
             (None, None, None) => "an unknown cgroup".to_owned(),
         };
-        let mut text = format!("OOM kill on {}: {who} in {place}", self.config.node_name);
+        let node_wide = report.limit == Some(Limit::Node);
+        let mut text = if node_wide {
+            format!("{node} ran out of memory: the kernel killed {who} in {place}")
+        } else {
+            format!("OOM kill on {node}: {who} in {place}")
+        };
+        if report.processes > 1 {
+            text.push_str(", killed together (memory.oom.group)");
+        }
+        if report.group_member {
+            text.push_str(", with the rest of its memory.oom.group");
+        }
         if let Some(rss_kb) = report.rss_kb {
             text.push_str(&format!(", {} MiB resident", rss_kb / 1024));
         }
-        if report.global {
-            text.push_str(", the node ran out of memory");
-        } else if let Some(oom) = &report.oom_cgroup {
-            let limit = identify(oom);
-            if limit.container_id.is_some() {
-                text.push_str(", at the container's memory limit");
-            } else if limit.pod_uid.is_some() {
-                text.push_str(", at the pod's memory limit");
-            } else {
-                text.push_str(&format!(", at the memory limit of {oom}"));
+        if let Some(limit) = report.limit
+            && report.limit_reported
+            && !node_wide
+        {
+            text.push_str(", ");
+            text.push_str(&limit::phrase(limit, report.oom_cgroup.as_deref()));
+        }
+        if let Some(trigger) = &report.trigger {
+            match trigger.pid {
+                Some(pid) => text.push_str(&format!(
+                    "; {} (pid {pid}) asked for the memory",
+                    trigger.process
+                )),
+                None => text.push_str(&format!("; {} asked for the memory", trigger.process)),
             }
         }
         if report.counter_only {

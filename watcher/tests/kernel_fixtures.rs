@@ -1,6 +1,7 @@
 //! Recorded kernel OOM reports, from kernel 3.10 to 6.18, cgroup v1 and v2, the cgroupfs and
 //! systemd drivers, containerd, CRI-O and Docker: each must yield exactly the kills it holds,
-//! with the right process, cgroup and Kubernetes identity.
+//! with the right process, cgroup and Kubernetes identity, the limit that fired, and the process
+//! that triggered the kill when it was not the victim.
 //!
 //! `*.kmsg` fixtures are raw `/dev/kmsg` records of real kills (recorded with the cgroup layouts
 //! the kubelet creates); `*.txt` fixtures are kernel messages, one per line, from other kernel
@@ -8,9 +9,11 @@
 
 use std::path::Path;
 
+use bonker_protocol::Limit;
 use bonker_watcher::identity::{QosClass, Runtime, identify};
 use bonker_watcher::kmsg::parse_record;
-use bonker_watcher::parser::{Assembled, KernelKill, OomAssembler};
+use bonker_watcher::limit;
+use bonker_watcher::parser::{Assembled, KernelKill, OomAssembler, Trigger};
 
 fn fixture(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -67,6 +70,13 @@ fn assemble(name: &str) -> (Vec<KernelKill>, usize) {
     (kills, failures)
 }
 
+fn trigger(process: &str, pid: Option<u32>) -> Option<Trigger> {
+    Some(Trigger {
+        process: process.to_owned(),
+        pid,
+    })
+}
+
 fn only_kill(name: &str) -> KernelKill {
     let (kills, failures) = assemble(name);
     assert_eq!(failures, 0, "{name}");
@@ -78,6 +88,10 @@ fn only_kill(name: &str) -> KernelKill {
 fn kernel_6_18_cgroup_v1_systemd_driver_containerd_burstable() {
     let kill = only_kill("linux-6.18-v1-systemd-containerd-burstable.kmsg");
     assert_eq!((kill.process.as_str(), kill.seq), ("python3", 583));
+    assert_eq!(kill.constraint.as_deref(), Some("CONSTRAINT_MEMCG"));
+    assert_eq!(limit::of_kernel_kill(&kill), Some(Limit::Pod));
+    // The victim's own main thread allocated (the stack dump's PID is the victim's).
+    assert_eq!(kill.trigger, None);
     assert_eq!(kill.rss_kb, Some(48_896 + 6_644));
     // The pod's limit was hit; the victim lived in the container below it.
     let limit = identify(kill.oom_memcg.as_deref().expect("oom_memcg"));
@@ -98,6 +112,8 @@ fn kernel_6_18_cgroup_v1_systemd_driver_containerd_burstable() {
 #[test]
 fn kernel_6_18_cgroup_v1_cgroupfs_driver_guaranteed() {
     let kill = only_kill("linux-6.18-v1-cgroupfs-guaranteed.kmsg");
+    assert_eq!(limit::of_kernel_kill(&kill), Some(Limit::Container));
+    assert_eq!(kill.trigger, None);
     let victim = identify(kill.task_memcg.as_deref().expect("task_memcg"));
     assert_eq!(
         victim.pod_uid.as_deref(),
@@ -114,6 +130,9 @@ fn kernel_6_18_cgroup_v1_cgroupfs_driver_guaranteed() {
 #[test]
 fn kernel_6_18_cgroup_v1_crio_besteffort_with_a_container_subgroup() {
     let kill = only_kill("linux-6.18-v1-systemd-crio-besteffort-subgroup.kmsg");
+    // The limit is on the container's scope; the processes live in a subgroup of it.
+    assert_eq!(limit::of_kernel_kill(&kill), Some(Limit::Container));
+    assert_eq!(kill.trigger, None);
     let victim = identify(kill.task_memcg.as_deref().expect("task_memcg"));
     assert!(
         kill.task_memcg
@@ -136,6 +155,10 @@ fn kernel_6_18_cgroup_v1_crio_besteffort_with_a_container_subgroup() {
 fn kernel_3_10_legacy_task_in_line_and_no_shmem() {
     let kill = only_kill("linux-3.10-el7-cgroupfs-docker.txt");
     assert_eq!((kill.pid, kill.process.as_str()), (28438, "java"));
+    assert_eq!(kill.constraint, None);
+    assert_eq!(limit::of_kernel_kill(&kill), Some(Limit::Container));
+    // The allocating thread (5282) is not in the task table: one of java's own threads.
+    assert_eq!(kill.trigger, None);
     assert_eq!(kill.rss_kb, Some(466_160 + 13_684));
     let victim = identify(kill.task_memcg.as_deref().expect("from the Task in line"));
     assert_eq!(
@@ -149,6 +172,9 @@ fn kernel_3_10_legacy_task_in_line_and_no_shmem() {
 fn kernel_4_x_sacrifice_child_reports_the_child() {
     let kill = only_kill("linux-4.15-cgroupfs-docker-sacrifice-child.txt");
     assert_eq!((kill.pid, kill.process.as_str()), (62769, "cp"));
+    // bash's allocation made the kernel choose bash, which sacrificed its child.
+    assert_eq!(kill.trigger, trigger("bash", Some(62685)));
+    assert_eq!(limit::of_kernel_kill(&kill), Some(Limit::Container));
     let victim = identify(kill.task_memcg.as_deref().expect("task_memcg"));
     assert_eq!(
         victim.pod_uid.as_deref(),
@@ -159,6 +185,9 @@ fn kernel_4_x_sacrifice_child_reports_the_child() {
 #[test]
 fn kernel_4_x_systemd_driver_with_docker() {
     let kill = only_kill("linux-4.x-systemd-docker-burstable.txt");
+    // Without a stack dump or task table, the other name is what tells them apart.
+    assert_eq!(kill.trigger, trigger("pilot-agent", None));
+    assert_eq!(kill.process, "envoy");
     let victim = identify(kill.task_memcg.as_deref().expect("task_memcg"));
     assert_eq!(
         victim.pod_uid.as_deref(),
@@ -177,6 +206,8 @@ fn kernel_4_x_crio_runtime_init_with_an_odd_name() {
     );
     // No summary before 4.19 and no Task-in line in this excerpt: the counters must say where.
     assert_eq!(kill.task_memcg, None);
+    assert_eq!(limit::of_kernel_kill(&kill), None);
+    assert_eq!(kill.trigger, None);
 }
 
 #[test]
@@ -191,6 +222,8 @@ fn distribution_kernels_that_print_the_uid_first() {
 #[test]
 fn kernel_5_x_cgroup_v2_nested_node_with_bitmap_mems() {
     let kill = only_kill("linux-5.15-v2-systemd-containerd-nested.txt");
+    assert_eq!(limit::of_kernel_kill(&kill), Some(Limit::Pod));
+    assert_eq!(kill.trigger, None);
     assert_eq!(
         (kill.pid, kill.process.as_str()),
         (461_754, "pt_main_thread")
@@ -230,4 +263,49 @@ fn kernel_6_x_oom_group_members_and_a_global_oom() {
         Some("/system.slice/legacy-batch.service")
     );
     assert!(!identify("/system.slice/legacy-batch.service").is_pod());
+    let limits: Vec<Option<Limit>> = kills.iter().map(limit::of_kernel_kill).collect();
+    assert_eq!(
+        limits,
+        [
+            Some(Limit::Container),
+            Some(Limit::Container),
+            Some(Limit::Container),
+            Some(Limit::Node)
+        ]
+    );
+    assert!(kills.iter().all(|k| k.trigger.is_none()));
+}
+
+#[test]
+fn kernel_6_x_node_wide_ooms_name_the_node_and_what_triggered_them() {
+    let (kills, failures) = assemble("linux-6.1-v2-node-wide-oom.txt");
+    assert_eq!(failures, 0);
+    let summary: Vec<(u32, &str, bool, bool)> = kills
+        .iter()
+        .map(|k| (k.pid, k.process.as_str(), k.global, k.group_member))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (2412, "java", true, false),
+            (3301, "java", true, false),
+            (3290, "sh", true, true)
+        ]
+    );
+    for kill in &kills[..2] {
+        assert_eq!(kill.constraint.as_deref(), Some("CONSTRAINT_NONE"));
+        assert_eq!(limit::of_kernel_kill(kill), Some(Limit::Node));
+    }
+    // The allocating threads (1203, 538) are not in the task table; their processes are the
+    // ones listed under their names.
+    assert_eq!(kills[0].trigger, trigger("kubelet", Some(1187)));
+    assert_eq!(kills[1].trigger, trigger("containerd", Some(511)));
+    assert_eq!(kills[2].trigger, None);
+    assert!(!identify(kills[0].task_memcg.as_deref().expect("task_memcg")).is_pod());
+    let victim = identify(kills[1].task_memcg.as_deref().expect("task_memcg"));
+    assert_eq!(
+        victim.pod_uid.as_deref(),
+        Some("6c1d2e3f-4a5b-4c6d-8e7f-90a1b2c3d4e5")
+    );
+    assert_eq!(victim.qos, Some(QosClass::Burstable));
 }

@@ -17,12 +17,12 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bonker_protocol::{Bonk, Source};
+use bonker_protocol::{Bonk, Detector, Limit, Source};
 use bonker_tests::{BrokerKind, Probe, TestBroker};
 use support::{
-    CgroupTree, DEADLINE, FakeKubeApi, LIMIT_BYTES, WatcherSetup, WatcherUnderTest,
-    assert_next_is_sentinel, bonk_of, hog_killed, random_hex, random_uid, report, spawn_hog,
-    spawn_parent_with_hog_child,
+    CgroupTree, DEADLINE, FakeKubeApi, LIMIT_BYTES, MoreSetup, WatcherSetup, WatcherUnderTest,
+    assert_next_is_sentinel, bonk_of, hog_killed, random_hex, random_uid, remove_cgroup, report,
+    spawn_hog, spawn_parent_with_hog_child,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -78,6 +78,30 @@ async fn a_killed_container_process_is_bonked_once_with_its_identity(kind: Broke
     assert_eq!(bonk.process.as_deref(), Some(support::HOG_NAME));
     assert_eq!(bonk.node.as_deref(), Some(node.as_str()));
     assert_eq!(bonk.reason.as_deref(), Some("OOMKilled"));
+    // The kill, as the gateway and desks match it with an alert for the same container.
+    let kill = bonk
+        .kill
+        .clone()
+        .expect("the watcher's bonk carries its kill");
+    assert_eq!(kill.by, Detector::Kernel);
+    assert_eq!(Some(kill.at), bonk.fired_at);
+    assert_eq!(
+        (
+            kill.namespace.as_deref(),
+            kill.pod.as_deref(),
+            kill.container.as_deref(),
+            kill.node.as_deref()
+        ),
+        (
+            Some("payments"),
+            Some("api-7f9c"),
+            Some("app"),
+            Some(node.as_str())
+        )
+    );
+    assert_eq!(kill.limit, Some(Limit::Container));
+    // The hog's own allocation made the kernel kill it.
+    assert_eq!(kill.trigger, None);
     let summary = bonk.summary.clone().unwrap_or_default();
     assert!(summary.contains("payments/api-7f9c/app"), "{summary}");
     // Which limit was hit comes from the kernel's summary, which the kernel drops when it has
@@ -90,7 +114,7 @@ async fn a_killed_container_process_is_bonked_once_with_its_identity(kind: Broke
     assert_next_is_sentinel(&mut probe, &topic, |b| b.pod.as_deref() == Some("api-7f9c")).await;
     let metrics = watcher.metrics().await;
     assert!(
-        metrics.contains(r#"bonker_watcher_oom_kills_total{namespace="payments",pod="api-7f9c",container="app",process="tail"} 1"#),
+        metrics.contains(r#"bonker_watcher_oom_kills_total{namespace="payments",pod="api-7f9c",container="app",process="tail",limit="container"} 1"#),
         "{metrics}"
     );
     assert!(api.requests.load(Ordering::SeqCst) >= 1);
@@ -160,6 +184,8 @@ async fn a_child_killed_while_its_parent_survives_is_bonked_once() {
     let summary = bonk.summary.clone().unwrap_or_default();
     if watcher.all_kills_had_a_summary().await {
         assert!(summary.contains("pod's memory limit"), "{summary}");
+        let kill = bonk.kill.clone().expect("kill");
+        assert_eq!(kill.limit, Some(Limit::Pod), "the pod's limit fired");
     }
     watcher.assert_nothing_unexplained().await;
     assert_next_is_sentinel(&mut probe, &topic, |b| {
@@ -229,8 +255,112 @@ async fn a_restart_resumes_without_reporting_again() {
     assert_next_is_sentinel(&mut probe, &topic, |b| b.pod.as_deref() == Some("etl-0")).await;
     let metrics = watcher.metrics().await;
     assert!(
-        metrics.contains(r#"bonker_watcher_oom_kills_total{namespace="batch",pod="etl-0",container="etl",process="tail"} 1"#),
+        metrics.contains(r#"bonker_watcher_oom_kills_total{namespace="batch",pod="etl-0",container="etl",process="tail",limit="container"} 1"#),
         "only the new kill is counted by the restarted watcher: {metrics}"
+    );
+}
+
+/// The runtime removes a container's cgroup within milliseconds of its main process dying —
+/// here, as soon as the hog is reaped, before the watcher reads the cgroup counters again (on
+/// cgroup v1 the counter goes with the cgroup). The kill is still bonked once, with its pod and
+/// container: the kernel's report names the cgroup by path, and nothing reads the cgroup after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_whose_cgroup_is_removed_at_once_is_still_bonked_once() {
+    let tree = CgroupTree::new("removed");
+    let (uid, container_id) = (random_uid(), random_hex(64));
+    let container = format!("kubepods/burstable/pod{uid}/{container_id}");
+    let directory = tree.create(&container);
+    tree.limit(&container, LIMIT_BYTES);
+    let node = "node-removed";
+    let api = FakeKubeApi::start(node).await;
+    api.add_pod(&uid, "checkout", "cart-5d8f", &[("cart", &container_id)]);
+    let broker = TestBroker::start(BrokerKind::Mosquitto);
+    let prefix = "wtest/removed";
+    let topic = format!("{prefix}/bonk/checkout");
+    let mut probe = Probe::connect(&broker.url(), &[&topic]).await;
+    // Counter readings 3 s apart: the cgroup is gone long before the first one after the kill.
+    let watcher = WatcherUnderTest::start_with(
+        &WatcherSetup {
+            broker: &broker,
+            prefix,
+            node,
+            api: Some(&api),
+            state_file: None,
+            kmsg: None,
+        },
+        &MoreSetup {
+            cluster: Some("prod-eu"),
+            scan_interval_ms: Some(3000),
+            ..MoreSetup::default()
+        },
+    );
+
+    let (died_at, status) = hog_killed(spawn_hog(&directory)).await;
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "the kernel kills the hog"
+    );
+    remove_cgroup(&directory);
+    assert!(!directory.exists());
+    assert_eq!(
+        watcher.scans_so_far().await,
+        0.0,
+        "the container's cgroup was removed before the watcher read the counters after the kill"
+    );
+    let bonk = bonk_of(&probe.next_on(|m| m.topic == topic).await);
+    report(
+        "container cgroup removed at once",
+        died_at,
+        Instant::now(),
+        &bonk,
+    );
+    assert_eq!(
+        (
+            bonk.namespace.as_deref(),
+            bonk.pod.as_deref(),
+            bonk.container.as_deref(),
+            bonk.process.as_deref()
+        ),
+        (
+            Some("checkout"),
+            Some("cart-5d8f"),
+            Some("cart"),
+            Some(support::HOG_NAME)
+        )
+    );
+    let kill = bonk
+        .kill
+        .clone()
+        .expect("the watcher's bonk carries its kill");
+    assert_eq!(
+        (
+            kill.by,
+            kill.cluster.as_deref(),
+            kill.namespace.as_deref(),
+            kill.pod.as_deref(),
+            kill.container.as_deref(),
+            kill.node.as_deref()
+        ),
+        (
+            Detector::Kernel,
+            Some("prod-eu"),
+            Some("checkout"),
+            Some("cart-5d8f"),
+            Some("cart"),
+            Some(node)
+        )
+    );
+    assert_eq!(kill.limit, Some(Limit::Container));
+    watcher.assert_nothing_unexplained().await;
+    assert_next_is_sentinel(&mut probe, &topic, |b| {
+        b.pod.as_deref() == Some("cart-5d8f")
+    })
+    .await;
+    let metrics = watcher.metrics().await;
+    assert!(
+        metrics.contains(r#"bonker_watcher_oom_kills_total{namespace="checkout",pod="cart-5d8f",container="cart",process="tail",limit="container"} 1"#),
+        "{metrics}"
     );
 }
 
@@ -274,6 +404,16 @@ async fn a_kill_outside_kubernetes_names_its_cgroup_and_process() {
     assert_eq!(bonk.pod, None);
     assert_eq!(bonk.process.as_deref(), Some(support::HOG_NAME));
     assert_eq!(bonk.node.as_deref(), Some(node));
+    // Outside any pod, the kill is known by its node; the service's own limit fired.
+    let kill = bonk
+        .kill
+        .clone()
+        .expect("the watcher's bonk carries its kill");
+    assert_eq!(
+        (kill.namespace, kill.pod, kill.node.as_deref()),
+        (None, None, Some(node))
+    );
+    assert_eq!(kill.limit, Some(Limit::Cgroup));
     watcher.assert_nothing_unexplained().await;
     assert_next_is_sentinel(&mut probe, &topic, ours).await;
 }
@@ -324,6 +464,15 @@ async fn without_the_kernel_log_the_cgroup_counters_still_bonk() {
                 bonk.process.as_deref()
             ),
             (Some("search"), Some("indexer-5"), Some("indexer"), None)
+        );
+        // From the counter alone: the container's cgroup counted it.
+        let kill = bonk
+            .kill
+            .clone()
+            .expect("the watcher's bonk carries its kill");
+        assert_eq!(
+            (kill.container.as_deref(), kill.limit, kill.trigger),
+            (Some("indexer"), Some(Limit::Container), None)
         );
         assert!(
             bonk.summary

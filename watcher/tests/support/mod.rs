@@ -108,6 +108,21 @@ impl Drop for CgroupTree {
     }
 }
 
+/// Removes an emptied cgroup at once, as the runtime does when a container's last process has
+/// exited (the kernel may still hold it busy for a moment after the process was reaped).
+pub(crate) fn remove_cgroup(cgroup: &Path) {
+    let started = Instant::now();
+    loop {
+        match std::fs::remove_dir(cgroup) {
+            Ok(()) => return,
+            Err(error) if error.raw_os_error() == Some(16) && started.elapsed() < DEADLINE => {
+                std::thread::yield_now();
+            }
+            Err(error) => panic!("cannot remove {}: {error}", cgroup.display()),
+        }
+    }
+}
+
 /// Runs the memory hog in `cgroup` (the shell moves itself in, then becomes the hog).
 pub(crate) fn spawn_hog(cgroup: &Path) -> Child {
     Command::new("sh")
@@ -248,11 +263,32 @@ pub(crate) struct WatcherSetup<'a> {
     pub(crate) node: &'a str,
     pub(crate) api: Option<&'a FakeKubeApi>,
     pub(crate) state_file: Option<&'a Path>,
+    /// A kernel log path the watcher cannot read (it then runs on the cgroup counters alone);
+    /// `None`: the machine's `/dev/kmsg`.
     pub(crate) kmsg: Option<&'a str>,
+}
+
+/// What fewer tests need, beside [`WatcherSetup`].
+#[derive(Default)]
+pub(crate) struct MoreSetup<'a> {
+    /// A replayed kernel log instead of the machine's.
+    pub(crate) replay: Option<&'a KernelLogReplay>,
+    /// The cgroup mount (default: the machine's `/sys/fs/cgroup`).
+    pub(crate) cgroup_root: Option<&'a Path>,
+    pub(crate) cluster: Option<&'a str>,
+    /// Interval between counter readings (default: the watcher's 500 ms).
+    pub(crate) scan_interval_ms: Option<u64>,
+    /// Kills older than this in the ring buffer at start are history, not bonked (default: the
+    /// watcher's 300 s).
+    pub(crate) max_event_age_s: Option<u64>,
 }
 
 impl WatcherUnderTest {
     pub(crate) fn start(setup: &WatcherSetup<'_>) -> WatcherUnderTest {
+        WatcherUnderTest::start_with(setup, &MoreSetup::default())
+    }
+
+    pub(crate) fn start_with(setup: &WatcherSetup<'_>, more: &MoreSetup<'_>) -> WatcherUnderTest {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_bonker-watcher"));
         command
@@ -262,18 +298,36 @@ impl WatcherUnderTest {
             .args(["--node-name", setup.node])
             .args(["--mqtt", &setup.broker.url()])
             .args(["--prefix", setup.prefix])
-            .args(["--cgroup-root", "/sys/fs/cgroup"]);
+            .arg("--cgroup-root")
+            .arg(more.cgroup_root.unwrap_or(Path::new("/sys/fs/cgroup")));
         if let Some(api) = setup.api {
             command.args(["--kube-api-url", &api.url]);
         }
         if let Some(state_file) = setup.state_file {
             command.arg("--state-file").arg(state_file);
         }
-        if let Some(kmsg) = setup.kmsg {
-            command.args(["--kmsg", kmsg]);
+        if let Some(cluster) = more.cluster {
+            command.args(["--cluster", cluster]);
         }
+        if let Some(interval) = more.scan_interval_ms {
+            command.env("BONKER_CGROUP_SCAN_INTERVAL_MS", interval.to_string());
+        }
+        if let Some(age) = more.max_event_age_s {
+            command.env("BONKER_MAX_EVENT_AGE_S", age.to_string());
+        }
+        let unreadable = match (more.replay, setup.kmsg) {
+            (Some(replay), _) => {
+                command.arg("--kmsg").arg(replay.path());
+                false
+            }
+            (None, Some(kmsg)) => {
+                command.args(["--kmsg", kmsg]);
+                true
+            }
+            (None, None) => false,
+        };
         let mut process = ChildProcess::spawn("bonker-watcher", command);
-        let ready = if setup.kmsg.is_some() {
+        let ready = if unreadable {
             "cannot read the kernel log"
         } else {
             "following the kernel log"
@@ -317,10 +371,22 @@ impl WatcherUnderTest {
     /// Waits until the watcher has read the cgroup counters twice more, so every kill that
     /// happened before this call has been counted and matched.
     pub(crate) async fn settle(&self) {
+        self.scans(2).await;
+    }
+
+    /// How many times the watcher has read the cgroup counters since its baseline.
+    pub(crate) async fn scans_so_far(&self) -> f64 {
+        self.sample("bonker_watcher_cgroup_scans_total")
+            .await
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until the watcher has read the cgroup counters `count` more times.
+    pub(crate) async fn scans(&self, count: u32) {
         let series = "bonker_watcher_cgroup_scans_total";
         let start = self.sample(series).await.unwrap_or(0.0);
         let started = Instant::now();
-        while self.sample(series).await.unwrap_or(0.0) < start + 2.0 {
+        while self.sample(series).await.unwrap_or(0.0) < start + f64::from(count) {
             assert!(
                 started.elapsed() < DEADLINE,
                 "the watcher stopped reading the cgroup counters"
@@ -390,4 +456,242 @@ pub(crate) fn report(test: &str, died_at: Instant, received_at: Instant, bonk: &
         _ => String::new(),
     };
     eprintln!("[timing] {test}: hog reaped -> bonk received {exit_to_bonk_ms:+.1} ms{kernel}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recorded kernel logs, replayed
+
+/// The kernel messages of a `*.txt` fixture (comments and blank lines left out).
+pub(crate) fn fixture_messages(name: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A named pipe the watcher reads as its kernel log, fed with kernel messages as `/dev/kmsg`
+/// records of the kernel facility, stamped with the kernel's clock at the time of writing (so
+/// the watcher treats them as kills happening now, not as history). This is how a test shows
+/// the watcher a node-wide OOM, which no test machine can safely have.
+pub(crate) struct KernelLogReplay {
+    directory: tempfile::TempDir,
+    writer: std::fs::File,
+    next_seq: u64,
+}
+
+impl KernelLogReplay {
+    pub(crate) fn new() -> KernelLogReplay {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("kmsg");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .expect("mkfifo");
+        // Opened for reading and writing, the pipe neither blocks this open nor the watcher's,
+        // and never reaches end of file while the test holds it.
+        let writer = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open the pipe");
+        KernelLogReplay {
+            directory,
+            writer,
+            next_seq: 1,
+        }
+    }
+
+    pub(crate) fn path(&self) -> PathBuf {
+        self.directory.path().join("kmsg")
+    }
+
+    /// Writes `messages` as kernel records, one write each (as the kernel would), now.
+    pub(crate) fn write<S: AsRef<str>>(&mut self, messages: &[S]) {
+        use std::io::Write as _;
+        for message in messages {
+            let message = message.as_ref();
+            let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+            let timestamp_us = now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000;
+            // Facility 0 (kernel); kill lines at error level, the rest at warning, as printed.
+            let level = if message.contains("Killed process") {
+                3
+            } else {
+                4
+            };
+            let record = format!("{level},{},{timestamp_us},-;{message}\n", self.next_seq);
+            self.next_seq += 1;
+            self.writer
+                .write_all(record.as_bytes())
+                .expect("write a kernel record");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A cgroup v2 node's tree, from a `*.tree` fixture
+
+/// A cgroup of a tree fixture and what its path must be identified as.
+pub(crate) struct FixtureCgroup {
+    /// The path, as the kernel prints it (`/kubepods.slice/…`).
+    pub(crate) path: String,
+    /// `pod`, `container`, `qos`, `runtime`, `monitor`, as the fixture says.
+    pub(crate) expect: std::collections::BTreeMap<String, String>,
+}
+
+/// A cgroup v2 hierarchy laid out in a temporary directory as a real node's is: the root's
+/// `cgroup.controllers` lists `memory`, every cgroup has the interface files of a 6.x kernel,
+/// and the OOM counters change the way the kernel changes them.
+pub(crate) struct CgroupV2Node {
+    directory: tempfile::TempDir,
+    pub(crate) cgroups: Vec<FixtureCgroup>,
+}
+
+const V2_CONTROLLERS: &str = "cpuset cpu io memory hugetlb pids rdma misc\n";
+const V2_EVENTS: &str = "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n";
+
+impl CgroupV2Node {
+    pub(crate) fn materialize(fixture: &str) -> CgroupV2Node {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(fixture);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let directory = tempfile::tempdir().expect("tempdir");
+        let root = directory.path();
+        for (file, contents) in [
+            ("cgroup.controllers", V2_CONTROLLERS),
+            ("cgroup.subtree_control", V2_CONTROLLERS),
+            ("cgroup.procs", ""),
+            ("memory.stat", ""),
+            (
+                "memory.pressure",
+                "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+            ),
+        ] {
+            std::fs::write(root.join(file), contents).expect("write a root file");
+        }
+        let mut cgroups = Vec::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let relative = words.next().expect("a path");
+            let cgroup_dir = root.join(relative);
+            std::fs::create_dir_all(&cgroup_dir).expect("create a cgroup");
+            let mut files: Vec<(String, String)> = [
+                ("cgroup.controllers", V2_CONTROLLERS),
+                ("cgroup.subtree_control", ""),
+                ("cgroup.procs", ""),
+                ("cgroup.type", "domain\n"),
+                ("cgroup.events", "populated 0\nfrozen 0\n"),
+                ("memory.current", "0\n"),
+                ("memory.min", "0\n"),
+                ("memory.low", "0\n"),
+                ("memory.high", "max\n"),
+                ("memory.max", "max\n"),
+                ("memory.swap.max", "max\n"),
+                ("memory.oom.group", "0\n"),
+                ("memory.events", V2_EVENTS),
+                ("memory.events.local", V2_EVENTS),
+                ("memory.stat", ""),
+            ]
+            .iter()
+            .map(|(f, c)| ((*f).to_owned(), (*c).to_owned()))
+            .collect();
+            let mut expect = std::collections::BTreeMap::new();
+            for word in words {
+                let (key, value) = word.split_once('=').expect("key=value");
+                if key.contains('.') {
+                    files.retain(|(f, _)| f != key);
+                    files.push((key.to_owned(), format!("{value}\n")));
+                } else {
+                    expect.insert(key.to_owned(), value.to_owned());
+                }
+            }
+            for (file, contents) in files {
+                std::fs::write(cgroup_dir.join(file), contents).expect("write a cgroup file");
+            }
+            cgroups.push(FixtureCgroup {
+                path: format!("/{relative}"),
+                expect,
+            });
+        }
+        CgroupV2Node { directory, cgroups }
+    }
+
+    /// The cgroup2 mount.
+    pub(crate) fn root(&self) -> &Path {
+        self.directory.path()
+    }
+
+    /// The one cgroup whose path ends with `suffix`.
+    pub(crate) fn cgroup(&self, suffix: &str) -> String {
+        let found: Vec<&FixtureCgroup> = self
+            .cgroups
+            .iter()
+            .filter(|c| c.path.ends_with(suffix))
+            .collect();
+        assert_eq!(found.len(), 1, "cgroups ending with {suffix}");
+        found[0].path.clone()
+    }
+
+    /// One process of `cgroup` killed, counted as the kernel counts it: in the cgroup's
+    /// `memory.events.local`, then in `memory.events` of the cgroup and each ancestor below the
+    /// root.
+    pub(crate) fn count_kill(&self, cgroup: &str) {
+        self.count(cgroup, "oom_kill");
+    }
+
+    /// A `memory.oom.group` kill of `group` counted, as the kernel does after the victim's kill
+    /// and before the other processes'.
+    pub(crate) fn count_group_kill(&self, group: &str) {
+        self.count(group, "oom_group_kill");
+    }
+
+    /// Removes `cgroup` and everything below it, as the runtime does when a container ends.
+    pub(crate) fn remove(&self, cgroup: &str) {
+        std::fs::remove_dir_all(self.directory_of(cgroup)).expect("remove a cgroup");
+    }
+
+    fn directory_of(&self, cgroup: &str) -> PathBuf {
+        self.root().join(cgroup.trim_start_matches('/'))
+    }
+
+    fn count(&self, cgroup: &str, key: &str) {
+        bump(&self.directory_of(cgroup).join("memory.events.local"), key);
+        let mut current = Some(cgroup.trim_end_matches('/'));
+        while let Some(path) = current.filter(|p| !p.is_empty()) {
+            bump(&self.directory_of(path).join("memory.events"), key);
+            current = path.rsplit_once('/').map(|(parent, _)| parent);
+        }
+    }
+}
+
+/// Adds one to `key` in a flat-keyed file, replacing the file atomically (a reader sees the old
+/// contents or the new, never half of them).
+fn bump(file: &Path, key: &str) {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let mut found = false;
+    let updated: String = text
+        .lines()
+        .map(|line| match line.split_once(' ') {
+            Some((k, v)) if k == key => {
+                found = true;
+                format!("{k} {}\n", v.trim().parse::<u64>().expect("a count") + 1)
+            }
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    assert!(found, "{} has no {key}", file.display());
+    let temporary = file.with_extension("bump");
+    std::fs::write(&temporary, updated).expect("write");
+    std::fs::rename(&temporary, file).expect("rename");
 }

@@ -9,6 +9,8 @@
 //!   with a deadline — tests wait for events, never for time;
 //! - [`alertmanager::TestAlertmanager`]: Debian's Alertmanager with a webhook route, alerts
 //!   injected with `amtool alert add`, optionally clustered as an HA pair;
+//! - [`prometheus`]: Debian's Prometheus evaluating the shipped rules against a test exporter
+//!   that serves kube-state-metrics, cAdvisor and node-exporter series;
 //! - [`proxy::RoundRobinProxy`]: a Kubernetes Service in miniature, in front of gateway replicas;
 //! - [`tls::TestCa`]: a throw-away CA and server certificate for TLS tests;
 //! - [`guides`]: the configuration the user guides recommend, read from `docs/`;
@@ -25,6 +27,7 @@ pub mod guides;
 pub mod measure;
 pub mod probe;
 pub mod process;
+pub mod prometheus;
 pub mod proxy;
 pub mod tls;
 

@@ -10,7 +10,7 @@
 //!   by the agent's parser.
 #![no_main]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use bonker_gateway::alertmanager::{AlertStatus, BonkRules, Notification};
@@ -25,6 +25,7 @@ static RULES: LazyLock<BonkRules> = LazyLock::new(|| BonkRules {
     default_namespace: Namespace::new("default").expect("a valid namespace"),
     cluster: Some(Cluster::new("fuzz").expect("a valid cluster")),
     severity_overrides: HashMap::from([("oomkilled".to_owned(), Severity::Critical)]),
+    kill_alerts: HashSet::from(["oomkilled".to_owned(), "nodeoomkill".to_owned()]),
 });
 
 fuzz_target!(|data: &[u8]| {

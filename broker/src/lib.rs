@@ -1,4 +1,5 @@
-//! bonker's embedded MQTT broker: rumqttd, configured for the fleet and made embeddable.
+//! bonker's embedded MQTT broker: rumqttd, configured for the fleet, behind a front door of its
+//! own, and embeddable.
 //!
 //! A small office or a home needs no separate broker: `bonker-broker` (or `bonker-gateway
 //! --embedded-broker`, or `bonker demo`) runs one. Production fleets may use mosquitto or EMQX
@@ -7,24 +8,38 @@
 //! What this crate adds on top of rumqttd, and why:
 //! - **Settings with defaults that work without a file** ([`BrokerSettings`]): rumqttd's own config
 //!   has no usable defaults (its `max_connections` defaults to 0).
+//! - **A front door** (`front`): clients never reach rumqttd directly. rumqttd listens on
+//!   loopback ports only; every public listener is this crate's, and each connection is one task
+//!   that finishes the TLS handshake (`tls`) and the CONNECT within deadlines, so idle or slow
+//!   clients cannot keep others out (rumqttd handshakes TLS in its accept loop, with no
+//!   deadline). The front door also reads what clients ask the broker to remember (`mqtt`) and
+//!   keeps it within limits (`limits`): rumqttd keeps every filter, topic, retained message and
+//!   client id forever, with no limit of its own.
 //! - **A start that reports readiness** ([`EmbeddedBroker::start`]): rumqttd's `start()` blocks
-//!   forever and cannot report a port-0 bind, so the broker runs on its own OS thread, port 0 is
-//!   resolved to a reserved free port first, and `start` returns once every listener accepts.
-//! - **TCP_NODELAY on every connection**: rumqttd never sets it, so each MQTT hop waits ~40 ms for
-//!   a delayed ACK. Accepted sockets inherit the option from their listening socket on Linux, so
-//!   once the listeners are up the broker sets it there (see [`nodelay`]).
+//!   forever and cannot report a bind, so the broker runs on its own OS thread and `start`
+//!   returns once every listener accepts. The public listeners are bound here first, so "address
+//!   in use" is an error the caller sees.
+//! - **TCP_NODELAY on every connection**: rumqttd never sets it, so each MQTT hop would wait
+//!   ~40 ms for a delayed ACK. The front door sets it on its own sockets, and on rumqttd's
+//!   loopback listeners once they are up (see [`nodelay`]), which accepted sockets inherit.
 //!
 //! What rumqttd cannot do, documented rather than patched: stopping in-process (run the
 //! `bonker-broker` binary when a broker must be stopped), persisting retained messages or sessions
 //! across restarts, and per-topic ACLs.
 
+mod front;
+mod limits;
+mod mqtt;
 pub mod nodelay;
 pub mod settings;
+mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 pub use settings::{AuthSettings, BrokerSettings, TlsSettings};
+
+use settings::Upstream;
 
 /// How long [`EmbeddedBroker::start`] waits for the listeners to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -88,18 +103,37 @@ pub struct EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
-    /// Starts the broker on its own thread and returns once every listener accepts connections.
+    /// Starts the broker on its own threads and returns once every listener accepts connections.
     pub fn start(settings: BrokerSettings) -> Result<EmbeddedBroker, BrokerError> {
-        let settings = settings.resolve_free_ports()?;
-        let config = settings.to_rumqttd()?;
-        let listeners = settings.listeners();
-        // rumqttd binds on its own thread and only logs a failed bind; binding here first turns
-        // "address in use" into an error the caller sees at once.
-        for listener in &listeners {
-            TcpListener::bind(listener.addr).map_err(|error| {
+        settings.validate()?;
+        let tls = settings.tls.as_ref().map(tls::server_config).transpose()?;
+        let front = front::Front::new()?;
+        let upstream = Upstream::reserve(&settings)?;
+        let mut doors = Vec::new();
+        let mut listeners = Vec::new();
+        for listener in settings.listeners() {
+            let socket = front.bind(listener.addr).map_err(|error| {
                 BrokerError::Settings(format!("cannot listen on {}: {error}", listener.addr))
             })?;
+            let addr = socket.local_addr()?;
+            let (upstream_addr, tls) = match listener.kind {
+                ListenerKind::V4 => (upstream.v4, None),
+                ListenerKind::V4Tls => (upstream.v4, tls.clone()),
+                ListenerKind::V5 => (upstream.v5.unwrap_or(upstream.v4), None),
+            };
+            doors.push(front::Door {
+                kind: listener.kind,
+                addr,
+                listener: socket,
+                upstream: upstream_addr,
+                tls,
+            });
+            listeners.push(Listener {
+                kind: listener.kind,
+                addr,
+            });
         }
+        let config = settings.to_rumqttd(&upstream)?;
         std::thread::Builder::new()
             .name("bonker-broker".to_owned())
             .spawn(move || {
@@ -108,10 +142,39 @@ impl EmbeddedBroker {
                     tracing::error!(%error, "embedded broker stopped");
                 }
             })?;
-        wait_until_listening(&listeners.iter().map(|l| l.addr).collect::<Vec<_>>())?;
+        wait_until_listening(&upstream.addrs())?;
+        raise_open_file_limit(&settings, listeners.len());
+        let rules = front::Rules {
+            connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
+            handshake_timeout: Duration::from_millis(
+                settings
+                    .tls
+                    .as_ref()
+                    .map_or(settings::DEFAULT_HANDSHAKE_TIMEOUT_MS, |t| {
+                        t.handshake_timeout_ms
+                    }),
+            ),
+            max_connecting: settings.max_connecting,
+            max_packet: settings.max_payload_bytes,
+            max_topic_bytes: settings.max_topic_bytes,
+        };
+        front.serve(doors, rules, limits::Ledger::new(settings.limits()))?;
+        let has_users = !settings.auth.resolve()?.is_empty();
         for listener in &listeners {
             tracing::info!(kind = ?listener.kind, addr = %listener.addr, "broker listening");
+            if has_users
+                && listener.kind != ListenerKind::V4Tls
+                && !listener.addr.ip().is_loopback()
+            {
+                tracing::warn!(
+                    addr = %listener.addr,
+                    "this listener takes passwords in clear text (MQTT without TLS): anyone on \
+                     the network path can read them. Serve clients on other machines through \
+                     [tls], and bind this listener to 127.0.0.1 if only local clients need it"
+                );
+            }
         }
+        tracing::debug!(upstream = ?upstream, "rumqttd serves the front door on loopback");
         Ok(EmbeddedBroker { listeners })
     }
 
@@ -159,8 +222,8 @@ pub fn reserve_port(ip: IpAddr) -> std::io::Result<u16> {
     listener.local_addr().map(|a| a.port())
 }
 
-/// Waits until rumqttd listens on every address, switching TCP_NODELAY on for each listener as it
-/// appears (see [`nodelay`]). Where the listening sockets cannot be inspected, falls back to
+/// Waits until rumqttd listens on every (loopback) address, switching TCP_NODELAY on for each
+/// listener as it appears (see [`nodelay`]). Where the listening sockets cannot be inspected, falls back to
 /// connecting, and warns that latency will suffer.
 fn wait_until_listening(addrs: &[SocketAddr]) -> Result<(), BrokerError> {
     let started = Instant::now();
@@ -189,5 +252,32 @@ fn wait_until_listening(addrs: &[SocketAddr]) -> Result<(), BrokerError> {
         }
         std::thread::sleep(delay);
         delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit. Each relayed connection
+/// holds three descriptors (the client's socket, the front door's socket to rumqttd, and
+/// rumqttd's end of it), so the usual soft limit of 1024 would cap the broker at about 300
+/// clients. Warns when even the hard limit is below what `max_connections` needs.
+fn raise_open_file_limit(settings: &BrokerSettings, listeners: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(error) = setrlimit(Resource::Nofile, limit) {
+            tracing::debug!(%error, "cannot raise the open-file limit");
+        }
+    }
+    let current = getrlimit(Resource::Nofile).current;
+    let needed = (3 * settings.max_connections + listeners * settings.max_connecting + 64) as u64;
+    if let Some(current) = current.filter(|&current| current < needed) {
+        tracing::warn!(
+            open_files = current,
+            needed,
+            max_connections = settings.max_connections,
+            "the open-file limit is lower than max_connections needs (three per connection); \
+             raise it (LimitNOFILE= in systemd) or lower max_connections"
+        );
     }
 }

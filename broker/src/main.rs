@@ -44,6 +44,26 @@ fn main() -> ExitCode {
         eprintln!("bonker-broker: {error}");
         return ExitCode::from(2);
     }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("bonker-broker: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Poll the shutdown future once before saying "listening": that installs the SIGTERM and
+    // ctrl-c handlers, so a supervisor that stops the broker as soon as it is up gets a clean exit.
+    let mut shutdown = std::pin::pin!(bonker_client::shutdown_signal());
+    runtime.block_on(async {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => {}
+            () = std::future::ready(()) => {}
+        }
+    });
     let broker = match EmbeddedBroker::start(settings) {
         Ok(broker) => broker,
         Err(error) => {
@@ -57,17 +77,7 @@ fn main() -> ExitCode {
             listener.addr, listener.kind
         );
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("bonker-broker: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(bonker_client::shutdown_signal());
+    runtime.block_on(shutdown);
     // rumqttd has no shutdown: leaving the process closes every connection; clients' last wills
     // are lost with the broker's in-memory state, as documented in docs/brokers.md.
     ExitCode::SUCCESS

@@ -466,14 +466,18 @@ where
         // rumqttd closes without a CONNACK when it refuses a password.
         _ => return Err(Closed::NoConnAck),
     };
+    let code = mqtt::connack_code(&outgoing[..connack.len()])?;
+    if code == 0 {
+        // Recorded before the client hears its CONNACK, so whatever it does next (another
+        // client connecting, say) already counts it.
+        ledger.record_connect(client_key, will_topic, retained_will);
+    }
     client.write_all(&outgoing[..connack.len()]).await?;
     client.flush().await?;
-    let code = mqtt::connack_code(&outgoing[..connack.len()])?;
     outgoing.advance(connack.len());
     if code != 0 {
         return Ok(());
     }
-    ledger.record_connect(client_key, will_topic, retained_will);
     drop(permit);
 
     let session = Session {

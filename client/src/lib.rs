@@ -3,12 +3,17 @@
 //!
 //! - [`mqtt`]: `--mqtt…` flags, the `[mqtt]` config section, rumqttc options (TLS, credentials,
 //!   TCP_NODELAY, packet limits) and reconnect backoff.
+//! - [`puback`]: which publish the broker acknowledged (rumqttc reports only packet ids).
 //! - [`config`]: defaults → TOML file → `BONKER_…` environment → flags.
+//! - `server` (feature `server`): the HTTP server loop with timeouts and a connection cap.
 //! - [`shutdown_signal`]: SIGTERM (what Kubernetes and systemd send) or ctrl-c.
 //! - [`init_tracing`]: structured logs, filtered by `BONKER_LOG` or `RUST_LOG`.
 
 pub mod config;
 pub mod mqtt;
+pub mod puback;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod text;
 
 pub use mqtt::{Backoff, MqttArgs, MqttSettings};

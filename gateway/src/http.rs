@@ -42,12 +42,17 @@ use crate::recall::Verdict;
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// HTTP connections served at once: Alertmanager replicas, scrapers, the CLI and browsers need a
+/// few dozen; the cap bounds what a flood of sockets costs (the rest wait in the accept queue).
+pub(crate) const MAX_CONNECTIONS: usize = 1024;
+
 /// The gateway's router. Tests call `app(state).oneshot(request)`; [`crate::run`] serves it.
 pub fn app(state: AppState) -> Router {
     let max_body_bytes = state.settings().max_body_bytes;
     // A request is answered within the publish timeout once its body is in; bodies that pause
     // are cut by the body timeout, and this deadline caps one that trickles in forever.
-    let request_deadline = state.settings().publish_timeout + crate::serve::BODY_READ_TIMEOUT * 3;
+    let request_deadline =
+        state.settings().publish_timeout + bonker_client::server::BODY_READ_TIMEOUT * 3;
     let authenticated = Router::new()
         .route("/webhook", post(webhook))
         .route("/bonk", post(manual_bonk))
@@ -55,7 +60,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/bonks/{id}", get(bonk_status))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_auth))
         .layer(RequestBodyTimeoutLayer::new(
-            crate::serve::BODY_READ_TIMEOUT,
+            bonker_client::server::BODY_READ_TIMEOUT,
         ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -22,7 +22,6 @@ pub mod http;
 pub mod metrics;
 pub mod mqtt;
 pub mod recall;
-pub mod serve;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -160,7 +159,10 @@ pub async fn run(
     let (state, mqtt_task) = AppState::start(settings, stop_mqtt.clone())?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "bonker-gateway listening on http://{addr}");
-    let served = serve::serve(listener, app(state), shutdown).await;
+    let limits = bonker_client::server::Limits {
+        max_connections: http::MAX_CONNECTIONS,
+    };
+    let served = bonker_client::server::serve(listener, app(state), limits, shutdown).await;
     tracing::info!("HTTP server stopped; disconnecting from the MQTT broker");
     stop_mqtt.cancel();
     mqtt_task.await?;

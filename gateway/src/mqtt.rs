@@ -10,14 +10,9 @@
 //! channel, a backoff timer and shutdown, so nothing an HTTP client does can stall it.
 //!
 //! # Knowing that the broker accepted a bonk
-//! rumqttc 0.25 has no per-publish acknowledgement future, so the task correlates by itself:
-//! 1. it calls `try_publish` (never the blocking `publish`) and queues the waiter in `unsent`;
-//! 2. rumqttc takes requests from its channel in order and reports each as
-//!    `Outgoing::Publish(pkid)` when it writes it — so the front of `unsent` gets that packet id
-//!    (on a packet-id collision rumqttc first reports `Outgoing::AwaitAck` and the
-//!    `Outgoing::Publish` comes later, still in order, because no other new request is taken
-//!    meanwhile);
-//! 3. `Incoming::PubAck(pkid)` answers that waiter: the broker has the bonk.
+//! rumqttc reports packet ids, not which publish they belong to; the task correlates them with
+//! [`bonker_client::puback::PubAcks`] (it calls `try_publish`, never the blocking `publish`, and
+//! answers a webhook's waiter on the PUBACK of its bonk).
 //!
 //! rumqttc writes at most 100 publishes ahead of the broker's PUBACKs and its request channel is
 //! bounded, so the task hands a publish over only while fewer than [`HANDOVER_LIMIT`] are between
@@ -35,7 +30,7 @@
 //!   by its stable id downstream);
 //! - while disconnected, publishes are not handed to rumqttc but wait (bounded) for the next
 //!   `ConnAck` or until their HTTP request gives up, so the order of rumqttc's channel always
-//!   matches `unsent`;
+//!   matches the correlation's;
 //! - on every `ConnAck` leftover requests of the old connection are cleared (rumqttc would
 //!   otherwise re-send them and break the correlation), the subscriptions are made again (rumqttc
 //!   does not re-subscribe) and the backoff resets;
@@ -59,12 +54,13 @@
 //! while disconnected; a request that gives up meanwhile answers 503
 //! ([`PublishError::DesksReturning`]) and Alertmanager retries.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bonker_client::Backoff;
 use bonker_client::mqtt::{SettingsError, tune_event_loop};
+use bonker_client::puback::{PubAcks, forget_old_connection};
 use bonker_protocol::{Bonk, BonkId, Route, Status, Topics};
 use chrono::Utc;
 use rumqttc::{
@@ -203,10 +199,8 @@ struct Waiter {
 struct Inflight {
     /// Not handed to rumqttc yet (disconnected, or [`HANDOVER_LIMIT`] reached), in order.
     waiting: VecDeque<PublishCommand>,
-    /// Handed to rumqttc, not yet written (no packet id yet), in channel order.
-    unsent: VecDeque<Waiter>,
-    /// Written, waiting for the PUBACK, by packet id.
-    unacked: HashMap<u16, Waiter>,
+    /// Handed to rumqttc, waiting for the PUBACK.
+    acks: PubAcks<Waiter>,
 }
 
 impl Inflight {
@@ -222,7 +216,7 @@ impl Inflight {
         if command.reply.is_closed() {
             return;
         }
-        if connected && self.waiting.is_empty() && self.unsent.len() < HANDOVER_LIMIT {
+        if connected && self.waiting.is_empty() && self.acks.unsent() < HANDOVER_LIMIT {
             self.hand_over(command, client, fleet);
             return;
         }
@@ -238,7 +232,7 @@ impl Inflight {
 
     /// Hands waiting publishes to rumqttc while there is room (call only while connected).
     fn pump(&mut self, client: &AsyncClient, fleet: &Mutex<Fleet>) {
-        while self.unsent.len() < HANDOVER_LIMIT {
+        while self.acks.unsent() < HANDOVER_LIMIT {
             let Some(command) = self.waiting.pop_front() else {
                 break;
             };
@@ -264,7 +258,7 @@ impl Inflight {
                         source: bonk.source,
                     },
                 );
-                self.unsent.push_back(Waiter { id: bonk.id, reply });
+                self.acks.handed_over(Waiter { id: bonk.id, reply });
             }
             Err(_) => {
                 let _ = reply.send(Err(PublishError::QueueFull));
@@ -273,9 +267,7 @@ impl Inflight {
     }
 
     fn fail_sent(&mut self, error: PublishError) {
-        let unsent = self.unsent.drain(..);
-        let unacked = self.unacked.drain().map(|(_, waiter)| waiter);
-        for waiter in unsent.chain(unacked) {
+        for waiter in self.acks.take_all() {
             let _ = waiter.reply.send(Err(error));
         }
     }
@@ -470,20 +462,15 @@ impl MqttTask {
             Event::Incoming(Packet::ConnAck(ack)) => self.connected(&ack),
             Event::Incoming(Packet::Publish(publish)) => self.message(&publish),
             Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(waiter) = self.inflight.unacked.remove(&ack.pkid) {
+                if let Some(waiter) = self.inflight.acks.acked(ack.pkid) {
                     lock(&self.fleet).record_accepted(&waiter.id);
                     let _ = waiter.reply.send(Ok(()));
                 }
             }
             Event::Incoming(Packet::SubAck(ack)) => self.subscribed(&ack),
             Event::Outgoing(Outgoing::Publish(pkid)) => {
-                match self.inflight.unsent.pop_front() {
-                    Some(waiter) => {
-                        self.inflight.unacked.insert(pkid, waiter);
-                    }
-                    None => {
-                        tracing::debug!(pkid, "a publish went out that no request is waiting for");
-                    }
+                if !self.inflight.acks.written(pkid) {
+                    tracing::debug!(pkid, "a publish went out that no request is waiting for");
                 }
                 self.inflight.pump(&self.client, &self.fleet);
             }
@@ -498,14 +485,8 @@ impl MqttTask {
     }
 
     fn connected(&mut self, ack: &ConnAck) {
-        // Requests of the previous connection: their waiters already failed, and re-sending them
-        // here would break the order `unsent` relies on.
-        self.event_loop.pending.clear();
-        // rumqttc keeps these across a reconnect: a stashed packet-id collision would block every
-        // new publish, and a queued `Outgoing::Publish` of the old connection would hand the next
-        // PUBACK to the wrong waiter.
-        self.event_loop.state.collision = None;
-        self.event_loop.state.events.clear();
+        // Requests of the previous connection: their waiters already failed.
+        forget_old_connection(&mut self.event_loop);
         self.is_connected = true;
         self.connected.send_replace(true);
         self.metrics.mqtt_connected.set(1);

@@ -256,6 +256,10 @@ impl WatcherSettings {
                 settings
             })
         };
+        if let Some(ca_file) = kube_api.as_ref().and_then(|k| k.ca_file.as_deref()) {
+            crate::kube::read_ca_bundle(ca_file)
+                .map_err(|e| ConfigError(format!("kube_ca_file: {e}")))?;
+        }
         if self.max_queued_bonks == 0 {
             return Err(ConfigError(
                 "max_queued_bonks must be at least 1".to_owned(),
@@ -338,6 +342,23 @@ mod tests {
                     ..Default::default()
                 },
                 "kube_api_url",
+            ),
+            (
+                // Never a silent fall-back to the public roots.
+                WatcherSettings {
+                    kube_api_url: Some("https://10.96.0.1".into()),
+                    kube_ca_file: Some("/nonexistent/ca.crt".into()),
+                    ..Default::default()
+                },
+                "kube_ca_file: reading /nonexistent/ca.crt",
+            ),
+            (
+                WatcherSettings {
+                    kube_api_url: Some("https://10.96.0.1".into()),
+                    kube_ca_file: Some("Cargo.toml".into()),
+                    ..Default::default()
+                },
+                "kube_ca_file: Cargo.toml: holds no PEM certificate",
             ),
         ] {
             let error = settings.validate().expect_err(needle).to_string();

@@ -15,7 +15,7 @@
 //! because the kubelet rotates projected service account tokens.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -73,8 +73,21 @@ pub struct KubeApiSettings {
     pub url: String,
     /// Bearer token file, sent when it exists.
     pub token_file: Option<PathBuf>,
-    /// PEM CA bundle to verify the API server with, instead of the system roots.
+    /// PEM CA bundle to verify the API server with, instead of the system roots: read when the
+    /// configuration is validated, so a missing or empty file is a configuration error rather
+    /// than a silent fall-back to public roots.
     pub ca_file: Option<PathBuf>,
+}
+
+/// Reads and checks a PEM CA bundle: at least one certificate, every one well-formed.
+pub(crate) fn read_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certificates.is_empty() {
+        return Err(format!("{}: holds no PEM certificate", path.display()));
+    }
+    Ok(certificates)
 }
 
 impl KubeApiSettings {
@@ -112,11 +125,8 @@ impl KubeApi {
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(REQUEST_TIMEOUT)
             .use_rustls_tls();
-        if let Some(ca_file) = settings.ca_file.as_ref().filter(|f| f.exists()) {
-            let pem = std::fs::read(ca_file)
-                .map_err(|e| KubeError::Setup(format!("reading {}: {e}", ca_file.display())))?;
-            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| KubeError::Setup(format!("{}: {e}", ca_file.display())))?;
+        if let Some(ca_file) = &settings.ca_file {
+            let certificates = read_ca_bundle(ca_file).map_err(KubeError::Setup)?;
             builder = builder.tls_built_in_root_certs(false);
             for certificate in certificates {
                 builder = builder.add_root_certificate(certificate);

@@ -56,9 +56,13 @@ pub async fn run(
     });
     let http_stop = stop.clone();
     let http = tokio::spawn(async move {
-        axum::serve(listener, metrics::router(metrics))
-            .with_graceful_shutdown(async move { http_stop.cancelled().await })
-            .await
+        let limits = bonker_client::server::Limits {
+            max_connections: metrics::MAX_CONNECTIONS,
+        };
+        bonker_client::server::serve(listener, metrics::router(metrics), limits, async move {
+            http_stop.cancelled().await
+        })
+        .await
     });
     let result = watcher.run(stop.clone()).await;
     stop.cancel();

@@ -1,11 +1,11 @@
 //! The watcher's own Prometheus metrics, and the small HTTP server that serves them.
 //!
-//! `bonker_watcher_oom_kills_total{namespace,pod,container,process,limit}` is the point: unlike
+//! `bonker_watcher_oom_kills_total{namespace,pod,container,limit}` is the point: unlike
 //! cAdvisor's `container_oom_events_total` or kube-state-metrics' last-terminated reason, it lives
 //! in the watcher, so it does not disappear when the killed container is replaced, and it counts
 //! child processes whose death never restarted anything. Kills outside Kubernetes have empty
-//! `namespace`, `pod` and `container` labels; kills only the cgroup counters saw have an empty
-//! `process` label.
+//! `namespace`, `pod` and `container` labels. The killed process's name is in the bonk and the
+//! log, not in a label: any workload chooses it, so as a label it would make series without end.
 
 use std::sync::Arc;
 
@@ -21,6 +21,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// HTTP connections served at once: Prometheus and a person with curl need a few; the cap
+/// bounds what anyone who can reach the port can make the watcher hold.
+pub const MAX_CONNECTIONS: usize = 64;
+
 /// Labels of one killed process.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KillLabels {
@@ -30,8 +34,6 @@ pub struct KillLabels {
     pub pod: String,
     /// Container name, empty when unknown.
     pub container: String,
-    /// Process name, empty when only the cgroup counter saw the kill.
-    pub process: String,
     /// Which limit fired: `container`, `pod`, `cgroup`, `node`, `numa`; empty when unknown.
     pub limit: String,
 }
@@ -51,7 +53,7 @@ pub struct CounterOnlyLabels {
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
-    /// OOM kills by namespace, pod, container and process.
+    /// OOM kills by namespace, pod, container and limit.
     pub oom_kills: Family<KillLabels, Counter>,
     /// Kills the cgroup counters saw but the kernel log did not explain.
     pub counter_only_detections: Family<CounterOnlyLabels, Counter>,
@@ -59,7 +61,7 @@ pub struct Metrics {
     pub parse_failures: Counter,
     /// Kernel log records lost to ring buffer overruns (`EPIPE`) — times it happened.
     pub kmsg_overruns: Counter,
-    /// Bonks handed to the MQTT client.
+    /// Bonks the MQTT broker acknowledged.
     pub bonks_published: Counter,
     /// Bonks dropped because the publish queue was full (broker unreachable for long).
     pub bonks_dropped: Counter,
@@ -92,7 +94,7 @@ impl Metrics {
         let oom_kills = Family::<KillLabels, Counter>::default();
         registry.register(
             "oom_kills",
-            "OOM kills on this node, by namespace, pod, container, process and the limit that fired",
+            "OOM kills on this node, by namespace, pod, container and the limit that fired",
             oom_kills.clone(),
         );
         let counter_only_detections = Family::<CounterOnlyLabels, Counter>::default();
@@ -116,7 +118,7 @@ impl Metrics {
         let bonks_published = Counter::default();
         registry.register(
             "bonks_published",
-            "Bonks handed to the MQTT client",
+            "Bonks the MQTT broker acknowledged",
             bonks_published.clone(),
         );
         let bonks_dropped = Counter::default();
@@ -221,7 +223,6 @@ mod tests {
                 namespace: "payments".into(),
                 pod: "api-1".into(),
                 container: "app".into(),
-                process: "fluentd".into(),
                 limit: "container".into(),
             })
             .inc();
@@ -229,7 +230,7 @@ mod tests {
         let text = metrics.encode();
         assert!(
             text.contains(
-                r#"bonker_watcher_oom_kills_total{namespace="payments",pod="api-1",container="app",process="fluentd",limit="container"} 1"#
+                r#"bonker_watcher_oom_kills_total{namespace="payments",pod="api-1",container="app",limit="container"} 1"#
             ),
             "{text}"
         );

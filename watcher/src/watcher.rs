@@ -19,7 +19,7 @@
 //! and the path alone names the pod and container — the runtime removes a killed container's
 //! cgroup within milliseconds, and that must not matter.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bonker_protocol::{Bonk, BonkId, Detector, Kill, Limit, Namespace, Severity, Source, Topics};
@@ -34,7 +34,7 @@ use crate::kube::{KubeApi, PodDirectory, PodNames};
 use crate::limit;
 use crate::metrics::{CounterOnlyLabels, KillLabels, Metrics};
 use crate::parser::{Assembled, KernelKill, OomAssembler, Trigger};
-use crate::publish::BonkPublisher;
+use crate::publish::{BonkPublisher, Confirmations};
 
 /// How long a summary waits for its kill line before it is reported alone.
 const SUMMARY_WAIT: Duration = Duration::from_millis(250);
@@ -52,6 +52,8 @@ pub const REASON: &str = "OOMKilled";
 #[derive(Debug, Clone)]
 struct KillReport {
     id: BonkId,
+    /// The kernel log record it was read from (none for the counters' kills).
+    seq: Option<u64>,
     process: Option<String>,
     pid: Option<u32>,
     cgroup: Option<String>,
@@ -85,6 +87,16 @@ pub struct Watcher {
     topics: Topics,
     metrics: Metrics,
     publisher: BonkPublisher,
+    /// Kernel log records the broker acknowledged the bonk of.
+    confirmations: Confirmations,
+    /// Kernel log records whose bonk is queued or sent but not yet acknowledged: the resume point
+    /// stays before the oldest, so a restart reads them again.
+    unconfirmed: BTreeSet<u64>,
+    /// The oldest kernel log record whose bonk was dropped (queue full): the resume point stays
+    /// before it for the rest of this run, so a restart tries it again.
+    dropped: Option<u64>,
+    /// The newest kernel log record handled in this run.
+    latest: Option<u64>,
     directory: PodDirectory,
     hierarchy: Option<Hierarchy>,
     state_file: Option<StateFile>,
@@ -141,7 +153,7 @@ impl Watcher {
                 None
             }
         };
-        let publisher = BonkPublisher::start(
+        let (publisher, confirmations) = BonkPublisher::start(
             &config.mqtt,
             &config.node_name,
             config.max_queued_bonks,
@@ -153,6 +165,10 @@ impl Watcher {
             boot_id,
             metrics,
             publisher,
+            confirmations,
+            unconfirmed: BTreeSet::new(),
+            dropped: None,
+            latest: None,
             directory: PodDirectory::new(api),
             hierarchy,
             state_file,
@@ -253,10 +269,14 @@ impl Watcher {
                     }
                 }
                 _ = scan.tick(), if scanning => self.scan().await,
+                Some(seq) = self.confirmations.recv() => self.confirmed(seq),
             }
         };
-        self.save_state();
         self.publisher.shutdown().await;
+        while let Ok(seq) = self.confirmations.try_recv() {
+            self.unconfirmed.remove(&seq);
+        }
+        self.advance_resume();
         result
     }
 
@@ -372,6 +392,7 @@ impl Watcher {
                 &self.boot_id,
                 &seq.to_string(),
             ]),
+            seq: Some(seq),
             process: Some(kill.process),
             pid: Some(kill.pid),
             cgroup: kill.task_memcg,
@@ -440,6 +461,7 @@ impl Watcher {
                     &debit.path,
                     &debit.counter.to_string(),
                 ]),
+                seq: None,
                 process: None,
                 pid: None,
                 limit: Some(limit::of_cgroup(&debit.path)),
@@ -494,7 +516,6 @@ impl Watcher {
                 .as_ref()
                 .and_then(|n| n.container.clone())
                 .unwrap_or_default(),
-            process: report.process.clone().unwrap_or_default(),
             limit: report
                 .limit
                 .map(|l| l.as_str().to_owned())
@@ -520,7 +541,7 @@ impl Watcher {
             namespace = %labels.namespace,
             pod = %labels.pod,
             container = %labels.container,
-            process = %labels.process,
+            process = report.process.as_deref().unwrap_or(""),
             pid = report.pid,
             cgroup = report.cgroup.as_deref().unwrap_or("?"),
             oom_cgroup = report.oom_cgroup.as_deref(),
@@ -565,9 +586,15 @@ impl Watcher {
         bonk.fired_at = Some(report.fired_at);
         bonk.sent_at = Some(Utc::now());
         bonk.kill = Some(kill);
-        if self.publisher.publish(&topic, &bonk)
-            && let Some(timestamp_us) = report.timestamp_us
-        {
+        let queued = self.publisher.publish(&topic, &bonk, report.seq);
+        if let Some(seq) = report.seq {
+            if queued {
+                self.unconfirmed.insert(seq);
+            } else if self.dropped.is_none() {
+                self.dropped = Some(seq);
+            }
+        }
+        if queued && let Some(timestamp_us) = report.timestamp_us {
             let delay = kmsg::monotonic_now_us().saturating_sub(timestamp_us);
             self.metrics
                 .detection_delay_seconds
@@ -635,17 +662,47 @@ impl Watcher {
         text
     }
 
+    /// The kill of kernel log record `seq` is reported (or needs no report); its bonk, if any,
+    /// may still wait for the broker.
     fn mark_handled(&mut self, seq: u64) {
+        self.latest = Some(self.latest.map_or(seq, |latest| latest.max(seq)));
+        self.advance_resume();
+    }
+
+    /// The broker acknowledged the bonk of kernel log record `seq`.
+    fn confirmed(&mut self, seq: u64) {
+        self.unconfirmed.remove(&seq);
+        self.advance_resume();
+    }
+
+    /// Moves the resume point to the newest record before which every kill is reported and every
+    /// bonk acknowledged, and saves it.
+    fn advance_resume(&mut self) {
+        let Some(latest) = self.latest else {
+            return;
+        };
+        let oldest_open = self
+            .unconfirmed
+            .first()
+            .copied()
+            .into_iter()
+            .chain(self.dropped)
+            .min();
+        let last_seq = match oldest_open {
+            Some(0) => return,
+            Some(open) => open - 1,
+            None => latest,
+        };
         let newer = self
             .resume
             .as_ref()
-            .is_none_or(|p| p.boot_id != self.boot_id || seq > p.last_seq);
+            .is_none_or(|p| p.boot_id != self.boot_id || last_seq > p.last_seq);
         if !newer {
             return;
         }
         self.resume = Some(ResumePoint {
             boot_id: self.boot_id.clone(),
-            last_seq: seq,
+            last_seq,
         });
         self.save_state();
     }

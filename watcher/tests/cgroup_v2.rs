@@ -295,11 +295,11 @@ async fn on_a_v2_node_the_counters_alone_bonk_each_oom_once() {
     );
     // Every process is counted: three, two, and the sidecar's two.
     assert!(
-        metrics.contains(r#"bonker_watcher_oom_kills_total{namespace="payments",pod="api-7f9c",container="app",process="",limit="container"} 5"#),
+        metrics.contains(r#"bonker_watcher_oom_kills_total{namespace="payments",pod="api-7f9c",container="app",limit="container"} 5"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"bonker_watcher_oom_kills_total{namespace="payments",pod="api-7f9c",container="",process="",limit="pod"} 2"#),
+        metrics.contains(r#"bonker_watcher_oom_kills_total{namespace="payments",pod="api-7f9c",container="",limit="pod"} 2"#),
         "{metrics}"
     );
     assert!(Path::new(node.root()).join("kubepods.slice").is_dir());

@@ -114,7 +114,7 @@ async fn a_killed_container_process_is_bonked_once_with_its_identity(kind: Broke
     assert_next_is_sentinel(&mut probe, &topic, |b| b.pod.as_deref() == Some("api-7f9c")).await;
     let metrics = watcher.metrics().await;
     assert!(
-        metrics.contains(r#"bonker_watcher_oom_kills_total{namespace="payments",pod="api-7f9c",container="app",process="tail",limit="container"} 1"#),
+        metrics.contains(r#"bonker_watcher_oom_kills_total{namespace="payments",pod="api-7f9c",container="app",limit="container"} 1"#),
         "{metrics}"
     );
     assert!(api.requests.load(Ordering::SeqCst) >= 1);
@@ -255,7 +255,7 @@ async fn a_restart_resumes_without_reporting_again() {
     assert_next_is_sentinel(&mut probe, &topic, |b| b.pod.as_deref() == Some("etl-0")).await;
     let metrics = watcher.metrics().await;
     assert!(
-        metrics.contains(r#"bonker_watcher_oom_kills_total{namespace="batch",pod="etl-0",container="etl",process="tail",limit="container"} 1"#),
+        metrics.contains(r#"bonker_watcher_oom_kills_total{namespace="batch",pod="etl-0",container="etl",limit="container"} 1"#),
         "only the new kill is counted by the restarted watcher: {metrics}"
     );
 }
@@ -359,7 +359,7 @@ async fn a_container_whose_cgroup_is_removed_at_once_is_still_bonked_once() {
     .await;
     let metrics = watcher.metrics().await;
     assert!(
-        metrics.contains(r#"bonker_watcher_oom_kills_total{namespace="checkout",pod="cart-5d8f",container="cart",process="tail",limit="container"} 1"#),
+        metrics.contains(r#"bonker_watcher_oom_kills_total{namespace="checkout",pod="cart-5d8f",container="cart",limit="container"} 1"#),
         "{metrics}"
     );
 }

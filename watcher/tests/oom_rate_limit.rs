@@ -89,7 +89,7 @@ async fn kills_beyond_the_kernels_report_rate_limit_keep_their_identity() {
     let metrics = watcher.metrics().await;
     assert!(
         metrics.contains(&format!(
-            r#"bonker_watcher_oom_kills_total{{namespace="crawler",pod="crawler-0",container="worker",process="tail",limit="container"}} {KILLS}"#
+            r#"bonker_watcher_oom_kills_total{{namespace="crawler",pod="crawler-0",container="worker",limit="container"}} {KILLS}"#
         )),
         "{metrics}"
     );

@@ -1,20 +1,22 @@
-//! The HTTP server loop: axum's router on hyper, with the timeouts a server on a shared network
-//! needs.
+//! The HTTP server loop of every bonker program that serves HTTP (the gateway, the watcher's
+//! metrics): axum's router on hyper, with the limits a server on a shared network needs.
 //!
 //! `axum::serve` gives hyper no timer, so hyper's header read timeout never fires: a client that
-//! sends half a request line holds its connection, task and file descriptor forever (slowloris).
-//! Here every connection gets:
-//! - a header read timeout ([`HEADER_READ_TIMEOUT`]): headers must arrive complete, or the
-//!   connection is closed;
-//! - a body inactivity timeout ([`BODY_READ_TIMEOUT`], in [`crate::http::app`]): a body that stops
-//!   arriving fails the request with a 400;
-//! - a whole-request deadline (in [`crate::http::app`]): a request that trickles in forever is
-//!   answered 408.
+//! sends half a request line — or nothing at all — holds its connection, task and file descriptor
+//! forever (slowloris). Here:
+//! - every connection has a header read timeout ([`HEADER_READ_TIMEOUT`]): headers must arrive
+//!   complete, or the connection is closed;
+//! - at most [`Limits::max_connections`] connections are served at once; past that, new ones wait
+//!   in the kernel's accept queue until one closes, so a flood of sockets costs no task and no
+//!   file descriptor of ours, and the header timeout frees the places idle ones took;
+//! - body and whole-request limits are the router's business (the gateway's are in its `http`
+//!   module: [`BODY_READ_TIMEOUT`] between chunks, a deadline per request).
 //!
 //! Shutdown is graceful: the listener stops accepting, requests in flight finish (each is bounded
 //! by the publish timeout), idle keep-alive connections are closed.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -24,6 +26,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 /// How long a client may take to send a request's headers.
@@ -35,12 +38,22 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// What one server allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
 /// Serves `router` on `listener` until `shutdown` completes, then drains connections.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let places = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut warned_full = false;
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -49,6 +62,27 @@ pub async fn serve(
         .keep_alive(true);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        let place = match places.clone().try_acquire_owned() {
+            Ok(place) => {
+                warned_full = false;
+                place
+            }
+            Err(_) => {
+                if !std::mem::replace(&mut warned_full, true) {
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "max_connections HTTP connections are open; new ones wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    place = places.clone().acquire_owned() => match place {
+                        Ok(place) => place,
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -73,6 +107,7 @@ pub async fn serve(
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
+            drop(place);
         });
     }
     drop(listener);

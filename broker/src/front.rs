@@ -413,6 +413,7 @@ where
     } else {
         Some(ledger.key(connect.client_id))
     };
+    let username = connect.username.map(|name| ledger.key(name));
     let mut will_topic = None;
     let mut retained_will = None;
     let mut clear_will_retain = false;
@@ -436,7 +437,7 @@ where
         Ok(slot) => slot,
         Err(refusal) => return refuse(&mut client, info.version, refusal.into()).await,
     };
-    if let Err(refusal) = ledger.check_connect(client_key, will_topic) {
+    if let Err(refusal) = ledger.check_connect(client_key, username, will_topic) {
         return refuse(&mut client, info.version, refusal.into()).await;
     }
     if clear_will_retain {
@@ -470,7 +471,7 @@ where
     if code == 0 {
         // Recorded before the client hears its CONNACK, so whatever it does next (another
         // client connecting, say) already counts it.
-        ledger.record_connect(client_key, will_topic, retained_will);
+        ledger.record_connect(client_key, username, will_topic, retained_will);
     }
     client.write_all(&outgoing[..connack.len()]).await?;
     client.flush().await?;
@@ -497,7 +498,11 @@ async fn refuse<S>(client: &mut S, version: Version, reason: Closed) -> Result<(
 where
     S: AsyncWrite + Unpin,
 {
-    let _ = client.write_all(mqtt::refusing_connack(version)).await;
+    let connack = match reason {
+        Closed::Refused(Refusal::ClientIdOfAnotherUser) => mqtt::id_refusing_connack(version),
+        _ => mqtt::refusing_connack(version),
+    };
+    let _ = client.write_all(connack).await;
     let _ = client.shutdown().await;
     Err(reason)
 }

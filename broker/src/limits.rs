@@ -50,6 +50,8 @@ pub(crate) enum Refusal {
     Topics(usize),
     #[error("max_client_ids ({0}) reached: the broker refuses new client ids until it restarts")]
     ClientIds(usize),
+    #[error("the client id belongs to another user")]
+    ClientIdOfAnotherUser,
 }
 
 /// A name's key in the ledger.
@@ -72,7 +74,8 @@ struct Books {
     /// Topic → bytes of its retained message.
     retained: HashMap<Key, u64>,
     retained_bytes: u64,
-    client_ids: HashSet<Key>,
+    /// Client id → the username that first connected with it (`None`: no username).
+    client_ids: HashMap<Key, Option<Key>>,
 }
 
 /// One open connection; dropping it frees its place under `max_connections`.
@@ -120,18 +123,25 @@ impl Ledger {
 
     /// Whether a CONNECT's client id and will topic fit, without recording them: they are
     /// recorded by [`Ledger::record_connect`] once the broker has accepted the connection, so
-    /// that clients it refuses (a wrong password) cannot use up the limits.
+    /// that clients it refuses (a wrong password) cannot use up the limits. A client id belongs
+    /// to the username that first connected with it: rumqttd would hand its session (the
+    /// subscriptions, the queued messages) to anyone connecting with the same id, so another user
+    /// is refused.
     pub(crate) fn check_connect(
         &self,
         client_id: Option<Key>,
+        username: Option<Key>,
         will_topic: Option<Key>,
     ) -> Result<(), Refusal> {
         let books = self.books();
         if let Some(id) = client_id {
-            if !books.client_ids.contains(&id)
-                && books.client_ids.len() >= self.limits.max_client_ids
-            {
-                return Err(Refusal::ClientIds(self.limits.max_client_ids));
+            match books.client_ids.get(&id) {
+                Some(owner) if *owner != username => return Err(Refusal::ClientIdOfAnotherUser),
+                Some(_) => {}
+                None if books.client_ids.len() >= self.limits.max_client_ids => {
+                    return Err(Refusal::ClientIds(self.limits.max_client_ids));
+                }
+                None => {}
             }
         }
         if let Some(topic) = will_topic {
@@ -142,17 +152,20 @@ impl Ledger {
         Ok(())
     }
 
-    /// Records an accepted connection's client id, will topic and retained will. Concurrent
-    /// connects may each have passed [`Ledger::check_connect`], so this may exceed a limit by the
-    /// number of clients connecting at that moment.
+    /// Records an accepted connection's client id (with its username), will topic and retained
+    /// will. Concurrent connects may each have passed [`Ledger::check_connect`], so this may
+    /// exceed a limit by the number of clients connecting at that moment.
     pub(crate) fn record_connect(
         &self,
         client_id: Option<Key>,
+        username: Option<Key>,
         will_topic: Option<Key>,
         retained_will: Option<(Key, u64)>,
     ) {
         let mut books = self.books();
-        books.client_ids.extend(client_id);
+        if let Some(id) = client_id {
+            books.client_ids.entry(id).or_insert(username);
+        }
         books.topics.extend(will_topic);
         if let Some((topic, bytes)) = retained_will {
             books.replace_retained(topic, bytes);
@@ -289,18 +302,46 @@ mod tests {
     fn client_ids_are_recorded_only_once_accepted() {
         let ledger = ledger();
         let [alice, bob] = ["alice", "bob"].map(|id| ledger.key(id));
-        ledger.check_connect(Some(alice), None).expect("room");
+        ledger.check_connect(Some(alice), None, None).expect("room");
         ledger
-            .check_connect(Some(bob), None)
+            .check_connect(Some(bob), None, None)
             .expect("nothing recorded yet");
-        ledger.record_connect(Some(alice), None, None);
+        ledger.record_connect(Some(alice), None, None, None);
         assert_eq!(
-            ledger.check_connect(Some(bob), None),
+            ledger.check_connect(Some(bob), None, None),
             Err(Refusal::ClientIds(1))
         );
         ledger
-            .check_connect(Some(alice), None)
+            .check_connect(Some(alice), None, None)
             .expect("alice is known");
+    }
+
+    #[test]
+    fn a_client_id_belongs_to_the_user_who_first_connected_with_it() {
+        let ledger = ledger();
+        let [id, alice, bob] = ["bonker-agent-bob", "alice", "bob"].map(|n| ledger.key(n));
+        ledger
+            .check_connect(Some(id), Some(alice), None)
+            .expect("not recorded yet");
+        ledger.record_connect(Some(id), Some(bob), None, None);
+        ledger
+            .check_connect(Some(id), Some(bob), None)
+            .expect("bob again");
+        assert_eq!(
+            ledger.check_connect(Some(id), Some(alice), None),
+            Err(Refusal::ClientIdOfAnotherUser)
+        );
+        assert_eq!(
+            ledger.check_connect(Some(id), None, None),
+            Err(Refusal::ClientIdOfAnotherUser),
+            "nor without a username"
+        );
+        ledger.record_connect(Some(id), Some(alice), None, None);
+        assert_eq!(
+            ledger.check_connect(Some(id), Some(alice), None),
+            Err(Refusal::ClientIdOfAnotherUser),
+            "the first user keeps it"
+        );
     }
 
     #[test]
@@ -308,9 +349,12 @@ mod tests {
         let ledger = ledger();
         let [a, b, c] = ["a", "b", "c"].map(|t| ledger.key(t));
         ledger.admit_topic(a).expect("a");
-        ledger.record_connect(None, Some(b), Some((b, 10)));
+        ledger.record_connect(None, None, Some(b), Some((b, 10)));
         assert_eq!(ledger.admit_topic(c), Err(Refusal::Topics(2)));
-        assert_eq!(ledger.check_connect(None, Some(c)), Err(Refusal::Topics(2)));
+        assert_eq!(
+            ledger.check_connect(None, None, Some(c)),
+            Err(Refusal::Topics(2))
+        );
         ledger.admit_topic(a).expect("known");
         assert!(!ledger.retain(c, 91), "the retained will counts");
     }

@@ -27,6 +27,8 @@ pub(crate) const SUBSCRIBE: u8 = 8;
 pub(crate) const PUBLISH_RETAIN: u8 = 0x01;
 /// The will-retain bit of CONNECT's connect flags.
 pub(crate) const CONNECT_WILL_RETAIN: u8 = 0x20;
+/// The username bit of CONNECT's connect flags.
+const CONNECT_USERNAME: u8 = 0x80;
 
 /// A packet that does not follow the MQTT specification. The connection is closed: rumqttd would
 /// close it too.
@@ -87,6 +89,8 @@ pub(crate) struct Connect<'a> {
     pub(crate) flags_offset: usize,
     /// The last will, if any.
     pub(crate) will: Option<Will<'a>>,
+    /// The username, if any.
+    pub(crate) username: Option<&'a str>,
 }
 
 /// A CONNECT's last will.
@@ -126,10 +130,16 @@ pub(crate) fn connect(packet: &[u8], version: Version) -> Result<Connect<'_>, Ma
     } else {
         None
     };
+    let username = if flags & CONNECT_USERNAME != 0 {
+        Some(reader.string()?)
+    } else {
+        None
+    };
     Ok(Connect {
         client_id,
         flags_offset,
         will,
+        username,
     })
 }
 
@@ -204,6 +214,15 @@ pub(crate) fn refusing_connack(version: Version) -> &'static [u8] {
     match version {
         Version::V4 => &[0x20, 0x02, 0x00, 0x03],
         Version::V5 => &[0x20, 0x03, 0x00, 0x97, 0x00],
+    }
+}
+
+/// A CONNACK refusing the client id: "identifier rejected" (3.1.1) or "client identifier not
+/// valid" (5).
+pub(crate) fn id_refusing_connack(version: Version) -> &'static [u8] {
+    match version {
+        Version::V4 => &[0x20, 0x02, 0x00, 0x02],
+        Version::V5 => &[0x20, 0x03, 0x00, 0x85, 0x00],
     }
 }
 
@@ -387,6 +406,30 @@ mod tests {
                 retain: true
             })
         );
+        assert_eq!(connect.username, None);
+    }
+
+    #[test]
+    fn a_connect_with_a_will_a_username_and_a_password() {
+        let mut body = string("MQTT");
+        body.extend([4, 0b1100_0110, 0, 30]);
+        body.extend(string("bonker-agent-bob"));
+        body.extend(string("bonker/desk/bob/status"));
+        body.extend(string("offline"));
+        body.extend(string("bob"));
+        body.extend(string("secret"));
+        let whole = packet(0x10, &body);
+        let parsed = connect(&whole, Version::V4).expect("parses");
+        assert_eq!(parsed.client_id, "bonker-agent-bob");
+        assert_eq!(parsed.username, Some("bob"));
+        let mut body = string("MQTT");
+        body.extend([4, 0b1000_0000, 0, 30]);
+        body.extend(string("c"));
+        body.extend([0, 9, b'x']);
+        assert!(
+            connect(&packet(0x10, &body), Version::V4).is_err(),
+            "a truncated username"
+        );
     }
 
     #[test]
@@ -473,5 +516,7 @@ mod tests {
         assert_eq!(connack_code(&[0x20, 0x02, 0x00, 0x00]), Ok(0));
         assert_eq!(connack_code(refusing_connack(Version::V4)), Ok(3));
         assert_eq!(connack_code(refusing_connack(Version::V5)), Ok(0x97));
+        assert_eq!(connack_code(id_refusing_connack(Version::V4)), Ok(2));
+        assert_eq!(connack_code(id_refusing_connack(Version::V5)), Ok(0x85));
     }
 }

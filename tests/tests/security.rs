@@ -540,3 +540,120 @@ async fn the_documented_acl_keeps_each_desk_to_its_own_topics() {
         .expect("bob in the fleet view");
     assert_eq!(bob["online"], true, "{desks}");
 }
+
+/// One desk's credentials with another desk's (predictable) client id: alice's password and the
+/// client id `bonker-agent-bob`, with a persistent session and with a clean one. She gets nothing
+/// of bob's, and the bonk queued in bob's session waits for him. The bonker broker refuses the id
+/// to her (it belongs to the user who first connected with it); mosquitto, configured as
+/// docs/brokers.md says (`use_username_as_clientid` on the desks' listener), gives her a session
+/// of her own.
+async fn a_desk_cannot_take_over_another_desks_session(kind: BrokerKind) {
+    let users: Vec<(String, String)> = ["gateway", "alice", "bob"]
+        .iter()
+        .map(|user| (user.to_string(), unique(user)))
+        .collect();
+    let as_user = |user: &str, client_id: Option<&str>, clean_session: bool| ProbeOptions {
+        client_id: client_id.map(str::to_owned),
+        clean_session,
+        credentials: users.iter().find(|(u, _)| u == user).cloned(),
+        ..Default::default()
+    };
+    let broker = TestBroker::start_with(
+        kind,
+        BrokerOptions {
+            users: users.clone(),
+            mosquitto_acl: (kind == BrokerKind::Mosquitto).then(|| {
+                code_block_after("brokers.md", "ACL: a desk may write only its own topics")
+            }),
+            mosquitto_config: (kind == BrokerKind::Mosquitto).then(|| {
+                let production = code_block_after("brokers.md", "mosquitto in production");
+                bonker_tests::guides::setting(&production, "use_username_as_clientid")
+            }),
+            ..Default::default()
+        },
+    );
+    let url = broker.url();
+    let bobs_id = Some("bonker-agent-bob");
+    let bob = Probe::connect_with(
+        &url,
+        &["bonker/desk/bob/bonk"],
+        as_user("bob", bobs_id, false),
+    )
+    .await
+    .expect("bob connects");
+    bob.disconnect().await;
+    let gateway = Probe::connect_with(&url, &[], as_user("gateway", None, true))
+        .await
+        .expect("the gateway user connects");
+    let queued = "{\"id\":\"queued-for-bob\",\"source\":\"manual\"}";
+    gateway.publish("bonker/desk/bob/bonk", queued, false).await;
+
+    for clean_session in [false, true] {
+        let attempt = Probe::connect_with(
+            &url,
+            &["bonker/desk/alice/bonk"],
+            as_user("alice", bobs_id, clean_session),
+        )
+        .await;
+        match kind {
+            BrokerKind::Bonker => {
+                let refused = attempt.err().unwrap_or_else(|| {
+                    panic!("alice connected with bob's client id (clean session {clean_session})")
+                });
+                assert!(
+                    refused.0.contains("BadClientId"),
+                    "refused as an identifier: {refused:?}"
+                );
+            }
+            BrokerKind::Mosquitto => {
+                let mut alice = attempt.expect("alice connects, under her own name");
+                assert!(
+                    !alice.session_present,
+                    "alice resumed a session (clean session {clean_session})"
+                );
+                let sentinel = format!("{{\"id\":\"for-alice-{clean_session}\"}}");
+                gateway
+                    .publish("bonker/desk/alice/bonk", sentinel.clone(), false)
+                    .await;
+                let first = alice.next().await;
+                assert_eq!(
+                    (first.topic.as_str(), first.text()),
+                    ("bonker/desk/alice/bonk", sentinel),
+                    "alice received something of bob's session first"
+                );
+                alice.disconnect().await;
+            }
+        }
+    }
+    // Alice's own client id works as ever.
+    Probe::connect_with(
+        &url,
+        &[],
+        as_user("alice", Some("bonker-agent-alice"), false),
+    )
+    .await
+    .expect("alice connects as herself")
+    .disconnect()
+    .await;
+
+    let mut bob = Probe::connect_with(&url, &[], as_user("bob", bobs_id, false))
+        .await
+        .expect("bob reconnects");
+    assert!(bob.session_present, "bob's session survived");
+    let first = bob.next().await;
+    assert_eq!(
+        (first.topic.as_str(), first.text()),
+        ("bonker/desk/bob/bonk", queued.to_owned()),
+        "the bonk queued for bob waited for him"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_desk_cannot_take_over_another_desks_session_bonker_broker() {
+    a_desk_cannot_take_over_another_desks_session(BrokerKind::Bonker).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_desk_cannot_take_over_another_desks_session_mosquitto() {
+    a_desk_cannot_take_over_another_desks_session(BrokerKind::Mosquitto).await;
+}

@@ -58,6 +58,11 @@ if [ -f "$boot_config" ] && ! grep -Eq '^[[:space:]]*dtoverlay=pwm' "$boot_confi
 fi
 
 systemctl daemon-reload
+# time-sync.target (which the agent starts after) waits for the clock to be synchronised only with
+# this service enabled; without it a Pi without a real-time clock starts with last boot's time.
+if systemctl cat systemd-time-wait-sync.service >/dev/null 2>&1; then
+    systemctl enable systemd-time-wait-sync.service
+fi
 systemctl enable bonker-agent.service
 if grep -Eq '^[[:space:]]*desk[[:space:]]*=[[:space:]]*"CHANGE-ME"' /etc/bonker/agent.toml; then
     echo "not starting yet: edit /etc/bonker/agent.toml, then: sudo systemctl restart bonker-agent"

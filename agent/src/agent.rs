@@ -443,6 +443,13 @@ impl Agent {
         payload: &[u8],
         retain: bool,
     ) {
+        if Bonk::clears_retained(payload) {
+            tracing::debug!(
+                topic,
+                "an empty message clears a retained bonk: nothing to perform"
+            );
+            return;
+        }
         let received_at = Utc::now();
         let parsed = Bonk::parse_lenient(payload);
         let bonk = parsed.bonk;

@@ -72,7 +72,7 @@ async fn unwatched_namespace_is_ignored(kind: BrokerKind) {
     desk.stop().await;
 }
 
-/// `+` watches every namespace; a hand-typed empty payload on the desk topic is a full bonk.
+/// `+` watches every namespace; hand-typed blank text on the desk topic is a full bonk.
 async fn every_namespace_and_the_desk_topic(kind: BrokerKind) {
     let broker = TestBroker::start(kind);
     let desk = TestDesk::start(settings(&broker.url(), "bob", &["+"])).await;
@@ -82,7 +82,7 @@ async fn every_namespace_and_the_desk_topic(kind: BrokerKind) {
         .publish("bonker/bonk/anything", bonk("ns", "info"), false)
         .await;
     assert_eq!(outcome(&acks.next().await), ("ns".into(), "bonked".into()));
-    sender.publish("bonker/desk/bob/bonk", "", false).await;
+    sender.publish("bonker/desk/bob/bonk", " ", false).await;
     let ack = acks.next().await.json();
     assert_eq!(
         (ack["outcome"].as_str(), ack["severity"].as_str()),
@@ -436,6 +436,73 @@ async fn the_desk_comes_back_after_a_broker_restart(kind: BrokerKind) {
     desk.stop().await;
 }
 
+/// The advice of a retained bonk's `expired` ack, followed to the letter with `mosquitto_pub`:
+/// the retained bonk is gone (a desk that connects later gets nothing), and the zero-length message
+/// that cleared it — delivered to the live desk as an ordinary message — bonks nobody.
+async fn clearing_a_retained_bonk_as_advised_bonks_nobody(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let sender = common::probe(&broker.url(), &[]).await;
+    sender
+        .publish("bonker/bonk/payments", bonk("retained", "critical"), true)
+        .await;
+    let mut acks = common::probe(&broker.url(), &["bonker/desk/+/ack"]).await;
+    let erin = TestDesk::start(settings(&broker.url(), "erin", &["payments"])).await;
+    let ack = acks.next().await;
+    assert_eq!(
+        outcome(&ack),
+        ("retained".into(), "expired".into()),
+        "{kind}"
+    );
+    let detail = ack.json()["detail"].as_str().unwrap_or_default().to_owned();
+    let advice = detail
+        .split_once("mosquitto_pub ")
+        .map(|(_, args)| args.to_owned())
+        .unwrap_or_else(|| panic!("no mosquitto_pub advice in {detail:?}"));
+    let port = broker.port().to_string();
+    let status = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-q", "1"])
+        .args(advice.split_whitespace())
+        .status()
+        .expect("mosquitto_pub runs");
+    assert!(status.success(), "{kind}: mosquitto_pub {advice}");
+    // The next ack is the sentinel's: the clearing message was not acked, nor performed.
+    sender
+        .publish(
+            "bonker/bonk/payments",
+            bonk("after-clearing", "info"),
+            false,
+        )
+        .await;
+    assert_eq!(
+        outcome(&acks.next().await),
+        ("after-clearing".into(), "bonked".into()),
+        "{kind}"
+    );
+    assert_eq!(
+        erin.bonk_moves(REST).len(),
+        1,
+        "{kind}: only the sentinel moved"
+    );
+    // A desk that connects now is not offered the retained bonk any more.
+    let fay = TestDesk::start(settings(&broker.url(), "fay", &["payments"])).await;
+    sender
+        .publish("bonker/bonk/payments", bonk("for-fay", "info"), false)
+        .await;
+    let first_of_fay = loop {
+        let ack = acks.next().await;
+        if ack.json()["desk"] == "fay" {
+            break ack;
+        }
+    };
+    assert_eq!(
+        outcome(&first_of_fay),
+        ("for-fay".into(), "bonked".into()),
+        "{kind}: the retained bonk was still there"
+    );
+    fay.stop().await;
+    erin.stop().await;
+}
+
 bonker_tests::for_both_brokers!(
     the_desk_comes_back_after_a_broker_restart,
     bonks_published_during_a_network_drop_are_performed,
@@ -449,4 +516,5 @@ bonker_tests::for_both_brokers!(
     bonks_published_while_away_are_performed_on_return,
     status_and_health_are_retained,
     retained_bonks_are_not_replayed,
+    clearing_a_retained_bonk_as_advised_bonks_nobody,
 );

@@ -55,12 +55,17 @@ pub(crate) fn render(topics: &Topics, message: &Received, json: bool) -> Option<
     let time = Local::now().format("%H:%M:%S");
     let line = match route {
         Route::NamespaceBonk(_) | Route::DeskBonk(_) => {
-            let bonk = Bonk::parse_lenient(&message.payload).bonk;
             let target = match route {
                 Route::NamespaceBonk(namespace) => format!("ns {namespace}"),
                 Route::DeskBonk(desk) => format!("desk {desk}"),
                 _ => unreachable!("matched above"),
             };
+            if Bonk::clears_retained(&message.payload) {
+                return Some(format!(
+                    "{time} CLEAR {target:<19} a retained bonk was cleared; nobody bonks"
+                ));
+            }
+            let bonk = Bonk::parse_lenient(&message.payload).bonk;
             let what = [
                 bonk.pod.as_deref(),
                 bonk.container.as_deref(),

@@ -609,6 +609,9 @@ impl MqttTask {
         let payload = &publish.payload[..];
         let route = self.topics.route(topic);
         if let Some(Route::NamespaceBonk(_) | Route::DeskBonk(_)) = route {
+            if Bonk::clears_retained(payload) {
+                return;
+            }
             // Every bonk, so the desks' acks of it are kept, and every detector's, so alerts for
             // a kill already bonked are merged into it.
             let bonk = Bonk::parse_lenient(payload).bonk;

@@ -3,9 +3,14 @@
 //! Two ways in, on purpose:
 //! - programs use serde ([`Bonk`] is `Serialize`/`Deserialize`, unknown fields ignored);
 //! - agents use [`Bonk::parse_lenient`], because people type bonks by hand with `mosquitto_pub`.
-//!   An empty payload, a word (`bonk`, `tap`, `wiggle`), a JSON object with some fields, even broken
+//!   Blank text, a word (`bonk`, `tap`, `wiggle`), a JSON object with some fields, even broken
 //!   JSON: each is a bonk, with defaults for what is missing and a warning for what was wrong.
 //!   A hand-typed bonk must never be lost to a typo, and nothing a publisher sends can crash a desk.
+//!
+//! The one message on a bonk topic that is not a bonk is the zero-length one
+//! ([`Bonk::clears_retained`]): it is how MQTT clears a retained message, and a broker delivers it
+//! to every live subscriber as an ordinary message (without the retain flag), so a desk cannot tell
+//! "clear" from "bonk" by anything but its length.
 
 use std::fmt;
 
@@ -307,7 +312,15 @@ impl Bonk {
         self.sent_at.or(self.fired_at)
     }
 
-    /// Parses any payload as a bonk, never failing. See the module docs for what is accepted.
+    /// A zero-length message: how MQTT clears a topic's retained message
+    /// (`mosquitto_pub -r -n -t <topic>`). It is never a bonk: desks ignore it (no move, no ack),
+    /// so clearing a retained bonk by the book bonks nobody.
+    pub fn clears_retained(payload: &[u8]) -> bool {
+        payload.is_empty()
+    }
+
+    /// Parses any payload as a bonk, never failing. See the module docs for what is accepted;
+    /// callers first set aside the messages that [clear a retained one](Bonk::clears_retained).
     pub fn parse_lenient(payload: &[u8]) -> Lenient {
         let mut warnings = Vec::new();
         let mut bonk = Bonk::new(Source::Manual, Severity::default());
@@ -496,13 +509,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn empty_payload_is_a_full_bonk_with_a_generated_id() {
-        let parsed = Bonk::parse_lenient(b"");
+    fn only_a_zero_length_message_clears_and_blank_text_is_a_full_bonk() {
+        assert!(Bonk::clears_retained(b""));
+        for payload in [&b" "[..], b"\n", b"{}", b"bonk"] {
+            assert!(!Bonk::clears_retained(payload), "{payload:?}");
+        }
+        let parsed = Bonk::parse_lenient(b" ");
         assert!(parsed.warnings.is_empty());
         assert_eq!(parsed.bonk.severity, Severity::Critical);
         assert_eq!(parsed.bonk.source, Source::Manual);
         assert!(!parsed.bonk.id.as_str().is_empty());
-        assert_ne!(Bonk::parse_lenient(b"").bonk.id, parsed.bonk.id);
+        assert_ne!(Bonk::parse_lenient(b" ").bonk.id, parsed.bonk.id);
     }
 
     #[test]

@@ -237,12 +237,15 @@ async fn ha_pair_and_two_gateways_bonk_once(kind: BrokerKind) {
     }
 }
 
-/// Scenario 3: people with mosquitto_pub: empty, a word, JSON — to a namespace and to a desk.
+/// Scenario 3: people with mosquitto_pub: words, JSON, a sentence — to a namespace and to a desk.
 async fn mosquitto_pub_by_hand_bonks(kind: BrokerKind) {
     let mut fleet = Fleet::start(kind).await;
     let port = fleet.broker.port().to_string();
     let cases: [(&[&str], &[&str]); 5] = [
-        (&["-t", "bonker/bonk/checkout", "-n"], &["bob", "carol"]),
+        (
+            &["-t", "bonker/bonk/checkout", "-m", "bonk"],
+            &["bob", "carol"],
+        ),
         (
             &["-t", "bonker/bonk/payments", "-m", "tap"],
             &["alice", "carol"],
@@ -256,7 +259,7 @@ async fn mosquitto_pub_by_hand_bonks(kind: BrokerKind) {
             ],
             &["alice", "carol"],
         ),
-        (&["-t", "bonker/desk/bob/bonk", "-n"], &["bob"]),
+        (&["-t", "bonker/desk/bob/bonk", "-m", "bonk"], &["bob"]),
         (
             &[
                 "-t",

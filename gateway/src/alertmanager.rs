@@ -7,8 +7,9 @@
 //!   not a valid topic level (`a/#`, `+`, NUL…), sends the bonk to the default namespace topic with
 //!   the raw label kept in the payload — one bad alert never costs the others their bonk, and no
 //!   label value can ever choose a topic outside its own level;
-//! - severity comes from the `severity` label, unless the alertname has an override
-//!   (`OOMKilled` is always critical by default);
+//! - severity comes from the alertname's override (`OOMKilled` is always critical by default),
+//!   else the [`BONK_LABEL`] (bonker's own rules set it, and `severity: none` so that they page
+//!   nobody), else the `severity` label;
 //! - the bonk id is [`BonkId::for_alert`] of the alert's fingerprint and `startsAt`, so the same
 //!   alert instance has the same id whichever Alertmanager or gateway replica delivered it.
 //!   Senders that omit the fingerprint get one derived from the sorted labels.
@@ -26,6 +27,12 @@ use bonker_protocol::{
 };
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+
+/// The alert label that says how hard to bonk (`critical`, `warning`, `info`), over the
+/// `severity` label. bonker's own rules set it and label themselves `severity: none`, the
+/// Alertmanager convention for alerts that page nobody, so a bonk never changes what else an
+/// existing Alertmanager does with the alert.
+pub const BONK_LABEL: &str = "bonk";
 
 /// An Alertmanager webhook notification (`webhook_config`, payload version 4).
 ///
@@ -207,6 +214,7 @@ impl BonkRules {
         let severity = alertname
             .and_then(|name| self.severity_overrides.get(&name.to_ascii_lowercase()))
             .copied()
+            .or_else(|| label(BONK_LABEL).and_then(Severity::parse_word))
             .unwrap_or_else(|| Severity::from_alert_label(label("severity")));
         let fingerprint = match alert.fingerprint.as_deref().map(str::trim) {
             Some(fingerprint) if !fingerprint.is_empty() => fingerprint.to_owned(),
@@ -494,6 +502,25 @@ mod tests {
         assert_eq!(
             severity(json!({"alertname": "oomkilled", "severity": "info"})),
             Severity::Critical
+        );
+        // bonker's own rules: severity none (pages nobody), the motion in the `bonk` label.
+        assert_eq!(
+            severity(json!({"severity": "none", "bonk": "warning"})),
+            Severity::Warning
+        );
+        assert_eq!(
+            severity(json!({"severity": "warning", "bonk": "critical"})),
+            Severity::Critical
+        );
+        assert_eq!(
+            severity(json!({"severity": "critical", "bonk": "nonsense"})),
+            Severity::Critical,
+            "an unknown bonk label leaves the severity label in charge"
+        );
+        assert_eq!(
+            severity(json!({"alertname": "OOMKilled", "bonk": "info"})),
+            Severity::Critical,
+            "an override by alertname comes first"
         );
     }
 

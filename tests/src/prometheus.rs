@@ -93,9 +93,14 @@ pub fn shipped_rules() -> PathBuf {
 /// How to start a Prometheus.
 #[derive(Debug, Clone)]
 pub struct PrometheusOptions {
-    /// What to scrape, as `host:port` serving `/metrics` (e.g. [`Exporter::target`]). One job,
-    /// `honor_labels: true`.
+    /// What to scrape, as `host:port` serving `/metrics` (e.g. [`Exporter::target`]). One job.
     pub targets: Vec<String>,
+    /// The job's `honor_labels` (the exporters stand in for kube-state-metrics and cAdvisor,
+    /// whose labels name the workload, so `true` unless a test checks a scrape's own config).
+    pub honor_labels: bool,
+    /// Target labels the scrape attaches, as a Kubernetes service discovery does (`namespace`,
+    /// `pod`, `container` of the scraped pod).
+    pub target_labels: Vec<(String, String)>,
     /// Alertmanagers to send alerts to, as URLs (e.g. `TestAlertmanager::url`); none: alerts are
     /// evaluated but go nowhere.
     pub alertmanagers: Vec<String>,
@@ -112,6 +117,8 @@ impl Default for PrometheusOptions {
     fn default() -> Self {
         Self {
             targets: Vec::new(),
+            honor_labels: true,
+            target_labels: Vec::new(),
             alertmanagers: Vec::new(),
             scrape_interval: Duration::from_millis(500),
             evaluation_interval: Duration::from_millis(500),
@@ -221,17 +228,24 @@ impl TestPrometheus {
             })
             .collect();
         let targets: Vec<String> = options.targets.iter().map(|t| format!("\"{t}\"")).collect();
+        let target_labels: Vec<String> = options
+            .target_labels
+            .iter()
+            .map(|(name, value)| format!("{name}: \"{value}\""))
+            .collect();
         let config = format!(
             "global:\n  scrape_interval: {interval}\n  scrape_timeout: {interval}\n  \
              evaluation_interval: {}\n\
              rule_files:\n  - \"{}\"\n\
              alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [{}]\n\
-             scrape_configs:\n  - job_name: test-exporters\n    honor_labels: true\n    \
-             static_configs:\n      - targets: [{}]\n",
+             scrape_configs:\n  - job_name: test-exporters\n    honor_labels: {}\n    \
+             static_configs:\n      - targets: [{}]\n        labels: {{{}}}\n",
             prometheus_duration(options.evaluation_interval),
             rules.display(),
             alertmanagers.join(", "),
+            options.honor_labels,
             targets.join(", "),
+            target_labels.join(", "),
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, &config).expect("write prometheus.yml");

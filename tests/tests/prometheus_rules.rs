@@ -288,3 +288,70 @@ async fn a_kill_outside_any_container_fires_node_oom_kill_for_its_node_only() {
         ]
     );
 }
+
+/// The gateway's metrics as the shipped scrape configurations collect them. A Kubernetes scrape
+/// gives every series the scraped pod's `namespace`, `pod` and `container` as target labels, and
+/// the gateway's own labels of those names say which workload a bonk was for. With the
+/// ServiceMonitor's `honorLabels` (and `honor_labels` in deploy/prometheus/prometheus.yml) the
+/// workload's labels stay; without it they would be renamed `exported_*`, and an alert on them
+/// would bonk the gateway's own namespace. Both are scraped here, so the test sees the difference.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_scrapes_keep_the_workload_labels() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).expect("a shipped file");
+    let honoured = |text: &str, key: &str| text.lines().any(|l| l.trim() == format!("{key}: true"));
+    let service_monitor = read("k8s/components/prometheus-operator/servicemonitor.yaml");
+    let plain = read("deploy/prometheus/prometheus.yml");
+    assert!(
+        honoured(&service_monitor, "honorLabels"),
+        "the ServiceMonitor must honour the gateway's labels"
+    );
+    assert!(
+        honoured(&plain, "honor_labels"),
+        "prometheus.yml must honour the gateway's labels"
+    );
+
+    let broker = bonker_tests::TestBroker::start(bonker_tests::BrokerKind::Bonker);
+    let gateway = bonker_tests::GatewayProcess::start(&broker.url(), &[]).await;
+    let reply = reqwest::Client::new()
+        .post(format!("{}/bonk?namespace=payments", gateway.url()))
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert!(reply.status().is_success(), "{}", reply.status());
+    let series = "bonker_gateway_bonks_published_total";
+    for honor_labels in [true, false] {
+        let prometheus = TestPrometheus::start(PrometheusOptions {
+            targets: vec![gateway.addr().to_string()],
+            honor_labels,
+            target_labels: [
+                ("namespace", "bonker"),
+                ("pod", "bonker-gateway-7f9c4-x2x8q"),
+                ("container", "gateway"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .to_vec(),
+            ..Default::default()
+        })
+        .await;
+        let deadline = tokio::time::Instant::now() + bonker_tests::DEADLINE;
+        let metric = loop {
+            if let Some(first) = prometheus.query(series).await.first() {
+                break first["metric"].clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{series} never scraped: {}",
+                prometheus.diagnostics().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        if honor_labels {
+            assert_eq!(metric["namespace"], "payments", "{metric}");
+            assert!(metric.get("exported_namespace").is_none(), "{metric}");
+        } else {
+            assert_eq!(metric["namespace"], "bonker", "{metric}");
+            assert_eq!(metric["exported_namespace"], "payments", "{metric}");
+        }
+    }
+}

@@ -111,10 +111,24 @@ struct Settings {
     mqtt: MqttSettings,
 }
 
+/// Exit status of a usage or configuration error, as for every bonker program (and clap's own
+/// usage errors): nothing was attempted, and retrying will not help.
+const USAGE_ERROR: u8 = 2;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // rumqttd logs routine disconnects as errors; the embedded broker of `demo` stays quiet.
     bonker_client::init_tracing_with_default("warn,rumqttd=off");
+    // An error can quote the network (a server certificate's names, for one).
+    let report =
+        |error: anyhow::Error| eprintln!("bonker: {}", terminal::text(&format!("{error:#}")));
+    let (settings, action) = match prepare(cli) {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            report(error);
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -125,31 +139,35 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(settings, action)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            // An error can quote the network (a server certificate's names, for one).
-            eprintln!("bonker: {}", terminal::text(&format!("{error:#}")));
+            report(error);
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+/// What to do, with every name and setting already checked.
+enum Action {
+    Demo(demo::Ports),
+    Bonk(bonk::Request),
+    Fleet { json: bool },
+    Tail { json: bool },
+}
+
+/// Reads the settings and checks every name given: anything wrong here is the user's to fix.
+fn prepare(cli: Cli) -> Result<(Settings, Action)> {
     let mut settings: Settings =
         bonker_client::config::load(cli.global.config.as_deref(), &[], &cli.global)?;
     settings.mqtt.apply_args(&cli.global.mqtt);
     settings.mqtt.validate()?;
-    let topics = Topics::new(settings.prefix.clone());
-    match cli.command {
-        Command::Demo(args) => {
-            demo::run(demo::Ports {
-                address: args.address,
-                mqtt: args.mqtt_port,
-                http: args.http_port,
-            })
-            .await
-        }
+    let action = match cli.command {
+        Command::Demo(args) => Action::Demo(demo::Ports {
+            address: args.address,
+            mqtt: args.mqtt_port,
+            http: args.http_port,
+        }),
         Command::Bonk(args) => {
             let target = match (args.namespace, args.desk) {
                 (_, Some(desk)) => bonk::Target::Desk(DeskId::new(desk)?),
@@ -157,17 +175,26 @@ async fn run(cli: Cli) -> Result<()> {
                     namespace.unwrap_or_else(|| bonker_protocol::DEFAULT_NAMESPACE.to_owned()),
                 )?),
             };
-            let request = bonk::Request {
+            Action::Bonk(bonk::Request {
                 target,
                 severity: args.severity,
                 message: args.message,
                 wait: (!args.no_wait).then(|| Duration::from_secs(args.wait)),
-            };
-            let session = connect(&settings).await?;
-            bonk::run(session, &topics, request).await
+            })
         }
-        Command::Fleet { json } => fleet::run(connect(&settings).await?, &topics, json).await,
-        Command::Tail { json } => tail::run(connect(&settings).await?, &topics, json).await,
+        Command::Fleet { json } => Action::Fleet { json },
+        Command::Tail { json } => Action::Tail { json },
+    };
+    Ok((settings, action))
+}
+
+async fn run(settings: Settings, action: Action) -> Result<()> {
+    let topics = Topics::new(settings.prefix.clone());
+    match action {
+        Action::Demo(ports) => demo::run(ports).await,
+        Action::Bonk(request) => bonk::run(connect(&settings).await?, &topics, request).await,
+        Action::Fleet { json } => fleet::run(connect(&settings).await?, &topics, json).await,
+        Action::Tail { json } => tail::run(connect(&settings).await?, &topics, json).await,
     }
 }
 

@@ -57,7 +57,8 @@ impl Session {
                 settings.url
             ),
             Ok(Err(error)) => {
-                return Err(anyhow!(error))
+                // rumqttc's message already quotes its cause; its chain would say it twice.
+                return Err(anyhow!(error.to_string()))
                     .with_context(|| format!("cannot connect to the broker at {}", settings.url));
             }
             Ok(Ok(())) => {}

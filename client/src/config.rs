@@ -15,9 +15,18 @@ use serde::de::DeserializeOwned;
 pub const ENV_PREFIX: &str = "BONKER";
 
 /// Configuration that could not be loaded, with the source that was wrong.
+///
+/// Its message is the whole story (the config crate's own message already names the key and
+/// quotes its cause), so it has no `source`: a chain of causes would print the cause twice.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
-pub struct ConfigError(#[from] config::ConfigError);
+pub struct ConfigError(config::ConfigError);
+
+impl From<config::ConfigError> for ConfigError {
+    fn from(error: config::ConfigError) -> Self {
+        Self(error)
+    }
+}
 
 /// Loads `T` from defaults (`T::default()` through `#[serde(default)]`), then `file` (TOML, must
 /// exist when given), then `BONKER_*` variables, then `overrides` (the flags the user gave, as a

@@ -102,31 +102,33 @@ impl Default for MqttSettings {
 }
 
 /// The `--mqtt…` flags every program takes. Each is optional: unset flags leave the config file's
-/// and environment's values alone. Flatten it into a program's clap `Parser`.
+/// and environment's values alone. Flatten it into a program's clap `Parser`; they are global, so
+/// a program with subcommands takes them before or after the subcommand.
 #[derive(Debug, Clone, Default, clap::Args, Serialize)]
 pub struct MqttArgs {
     /// Broker URL: mqtt://host:port, or mqtts://host:port for TLS [env: BONKER_MQTT__URL]
-    #[arg(long = "mqtt", value_name = "URL")]
+    #[arg(global = true, long = "mqtt", value_name = "URL")]
     #[serde(rename = "url", skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// MQTT client id [env: BONKER_MQTT__CLIENT_ID]
-    #[arg(long = "mqtt-client-id", value_name = "ID")]
+    #[arg(global = true, long = "mqtt-client-id", value_name = "ID")]
     #[serde(rename = "client_id", skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     /// MQTT username [env: BONKER_MQTT__USERNAME]
-    #[arg(long = "mqtt-username", value_name = "NAME")]
+    #[arg(global = true, long = "mqtt-username", value_name = "NAME")]
     #[serde(rename = "username", skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// File holding the MQTT password [env: BONKER_MQTT__PASSWORD_FILE]
-    #[arg(long = "mqtt-password-file", value_name = "FILE")]
+    #[arg(global = true, long = "mqtt-password-file", value_name = "FILE")]
     #[serde(rename = "password_file", skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
     /// PEM CA bundle for verifying the broker's TLS certificate [env: BONKER_MQTT__CA_FILE]
-    #[arg(long = "mqtt-ca-file", value_name = "FILE")]
+    #[arg(global = true, long = "mqtt-ca-file", value_name = "FILE")]
     #[serde(rename = "ca_file", skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate for TLS client auth [env: BONKER_MQTT__CLIENT_CERT_FILE]
     #[arg(
+        global = true,
         long = "mqtt-client-cert-file",
         value_name = "FILE",
         requires = "client_key_file"
@@ -135,6 +137,7 @@ pub struct MqttArgs {
     pub client_cert_file: Option<PathBuf>,
     /// PEM private key for --mqtt-client-cert-file [env: BONKER_MQTT__CLIENT_KEY_FILE]
     #[arg(
+        global = true,
         long = "mqtt-client-key-file",
         value_name = "FILE",
         requires = "client_cert_file"

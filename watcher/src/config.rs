@@ -108,7 +108,7 @@ impl Default for WatcherSettings {
                   e.g. BONKER_NODE_NAME, BONKER_MQTT__URL."
 )]
 pub struct Flags {
-    /// TOML config file [env: BONKER_CONFIG]
+    /// TOML config file
     #[arg(long, env = "BONKER_CONFIG", value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,

@@ -1,0 +1,167 @@
+//! The command line as people type it: the shared flags go before or after the subcommand, every
+//! usage or configuration mistake exits 2 before anything is attempted (as for the daemons, and
+//! clap's own usage errors), a failure at run time exits 1, and every program's `--help` is
+//! clap's, each environment variable named once.
+
+use std::process::{Command, Output, Stdio};
+
+use bonker_tests::{BrokerKind, TestBroker, binary};
+
+fn bonker(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bonker"))
+        .args(args)
+        .env_remove("BONKER_CONFIG")
+        .env_remove("BONKER_PREFIX")
+        .env_remove("BONKER_MQTT__URL")
+        .stdin(Stdio::null())
+        .output()
+        .expect("bonker runs")
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn shared_flags_go_before_or_after_the_subcommand() {
+    let broker = TestBroker::start(BrokerKind::Bonker);
+    let url = broker.url();
+    for args in [
+        vec!["--mqtt", url.as_str(), "fleet", "--json"],
+        vec!["fleet", "--json", "--mqtt", url.as_str()],
+        vec![
+            "fleet",
+            "--mqtt",
+            url.as_str(),
+            "--prefix",
+            "bonker",
+            "--json",
+        ],
+        vec![
+            "bonk",
+            "--no-wait",
+            "--mqtt",
+            url.as_str(),
+            "--namespace",
+            "payments",
+        ],
+    ] {
+        let output = bonker(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            describe(&output)
+        );
+    }
+}
+
+#[test]
+fn mistakes_exit_2_and_run_time_failures_exit_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing.toml");
+    let missing = missing.to_string_lossy();
+    let bad_key = dir.path().join("bad.toml");
+    std::fs::write(&bad_key, "prefx = \"bonker\"\n").expect("write");
+    let bad_key = bad_key.to_string_lossy();
+    let unreachable = format!("mqtt://127.0.0.1:{}", bonker_tests::free_port());
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["bonk", "--namespace", "a/#"], 2, "invalid namespace"),
+        (vec!["bonk", "--desk", "bob/+"], 2, "invalid desk"),
+        (vec!["fleet", "--prefix", "a/#"], 2, "invalid topic prefix"),
+        (
+            vec!["fleet", "--mqtt", "http://broker:1883"],
+            2,
+            "unknown scheme",
+        ),
+        (vec!["fleet", "--config", &missing], 2, "missing.toml"),
+        (vec!["fleet", "--config", &bad_key], 2, "prefx"),
+        (vec!["fleet", "--no-such-flag"], 2, "--no-such-flag"),
+        (
+            vec!["bonk", "--namespace", "a", "--desk", "b"],
+            2,
+            "cannot be used with",
+        ),
+        (
+            vec!["fleet", "--mqtt", &unreachable],
+            1,
+            "cannot connect to the broker",
+        ),
+    ];
+    for (args, code, says) in cases {
+        let output = bonker(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            describe(&output)
+        );
+        assert!(
+            stderr.contains(says),
+            "{args:?} should say {says:?}: {stderr}"
+        );
+        // One statement of each cause, not the same one again through its chain of sources.
+        let first_line = stderr.lines().next().unwrap_or_default();
+        let halves = first_line.split(": ").collect::<Vec<_>>();
+        for (n, part) in halves.iter().enumerate() {
+            assert!(
+                part.len() < 12 || !halves[n + 1..].iter().any(|later| later == part),
+                "{args:?}: a cause is repeated: {first_line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_program_s_help_names_each_variable_once() {
+    for program in [
+        "bonker",
+        "bonker-gateway",
+        "bonker-agent",
+        "bonker-watcher",
+        "bonker-broker",
+    ] {
+        let output = Command::new(binary(program))
+            .arg("--help")
+            .stdin(Stdio::null())
+            .output()
+            .expect("the program runs");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{program}: {}",
+            describe(&output)
+        );
+        // clap wraps help text; join the lines so a wrapped `[env: …]` reads as one.
+        let help = String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut named: Vec<&str> = help
+            .match_indices("[env: ")
+            .map(|(at, _)| {
+                let rest = &help[at + 6..];
+                let end = rest.find([']', '=']).unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .collect();
+        assert!(
+            !named.is_empty(),
+            "{program}: no variables in --help:\n{help}"
+        );
+        let all = named.len();
+        named.sort_unstable();
+        named.dedup();
+        assert_eq!(
+            named.len(),
+            all,
+            "{program}: a variable named twice:\n{help}"
+        );
+    }
+}

@@ -345,10 +345,13 @@ async fn status_and_health_are_retained(kind: BrokerKind) {
     let desk = TestDesk::start(s).await;
     let mut late = common::probe(&broker.url(), &["bonker/desk/dave/+"]).await;
     let mut seen = std::collections::HashMap::new();
+    // A subscriber that comes later gets both as retained messages (a live report the desk
+    // publishes at that moment may arrive too, and proves nothing either way).
     while seen.len() < 2 {
         let message = late.next().await;
-        assert!(message.retain, "{kind}: {} must be retained", message.topic);
-        seen.insert(message.topic.clone(), message);
+        if message.retain {
+            seen.insert(message.topic.clone(), message);
+        }
     }
     assert_eq!(seen["bonker/desk/dave/status"].text(), "online", "{kind}");
     let health = seen["bonker/desk/dave/health"].json();

@@ -165,3 +165,55 @@ fn every_program_s_help_names_each_variable_once() {
         );
     }
 }
+
+/// A file named in the MQTT settings that cannot be used is a configuration error in every
+/// program that connects to a broker: exit 2 at start, naming the file, not exit 1 at the first
+/// connection attempt.
+#[test]
+fn an_unusable_mqtt_file_is_a_configuration_error_everywhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_pem = dir.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "hello\n").expect("write");
+    let missing = dir.path().join("missing").to_string_lossy().into_owned();
+    let not_pem = not_pem.to_string_lossy().into_owned();
+    let programs: [(&str, &[&str]); 4] = [
+        ("bonker", &["fleet"]),
+        ("bonker-gateway", &["--listen", "127.0.0.1:0"]),
+        ("bonker-agent", &["--desk", "usage", "--servo", "simulated"]),
+        (
+            "bonker-watcher",
+            &["--listen", "127.0.0.1:0", "--node-name", "usage"],
+        ),
+    ];
+    let cases: [(&[&str], &str); 3] = [
+        (&["--mqtt-ca-file", &missing], "mqtt.ca_file"),
+        (&["--mqtt-ca-file", &not_pem], "holds no PEM certificate"),
+        (
+            &["--mqtt-username", "desk", "--mqtt-password-file", &missing],
+            "mqtt.password_file",
+        ),
+    ];
+    for (program, args) in programs {
+        for (flags, says) in cases {
+            let output = Command::new(binary(program))
+                .args(args)
+                .args(["--mqtt", "mqtts://127.0.0.1:1"])
+                .args(flags)
+                .env_remove("BONKER_CONFIG")
+                .stdin(Stdio::null())
+                .output()
+                .expect("the program runs");
+            assert_eq!(
+                output.status.code(),
+                Some(2),
+                "{program} {flags:?}: {}",
+                describe(&output)
+            );
+            assert!(
+                String::from_utf8_lossy(&output.stderr).contains(says),
+                "{program} {flags:?} should say {says:?}: {}",
+                describe(&output)
+            );
+        }
+    }
+}

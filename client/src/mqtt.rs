@@ -166,15 +166,16 @@ pub enum SettingsError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A file named in the settings could not be read.
-    #[error("cannot read {what} {path:?}: {source}")]
+    /// A file named in the settings could not be read. (The I/O error is part of the message,
+    /// not a `source`: a chain of causes would print it twice.)
+    #[error("cannot read {what} {path:?}: {error}")]
     File {
         /// Which setting.
         what: &'static str,
         /// The path.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A TLS file was read but holds nothing usable.
     #[error("{what} {path:?}: {reason}")]
@@ -246,8 +247,10 @@ impl BrokerAddress {
 }
 
 impl MqttSettings {
-    /// Checks what can be checked without touching the network or files: the URL and the pairing of
-    /// TLS settings. Programs call this before binding any port.
+    /// Checks everything short of the network: the URL, how the settings pair up, and the files
+    /// they name (the password file is read, the CA bundle and the client certificate and key
+    /// parse), so that every program reports a bad file as a configuration error (exit 2) before
+    /// it binds a port, not when it first connects. Programs call this while validating.
     pub fn validate(&self) -> Result<BrokerAddress, SettingsError> {
         let address = BrokerAddress::parse(&self.url)?;
         if self.password.is_some() && self.password_file.is_some() {
@@ -281,6 +284,10 @@ impl MqttSettings {
                 "mqtt.reconnect_min_ms must be above 0 and at most mqtt.reconnect_max_ms"
                     .to_owned(),
             ));
+        }
+        self.resolve_password()?;
+        if address.tls {
+            self.tls_config()?;
         }
         Ok(address)
     }
@@ -416,10 +423,10 @@ impl MqttSettings {
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, SettingsError> {
-    std::fs::read(path).map_err(|source| SettingsError::File {
+    std::fs::read(path).map_err(|error| SettingsError::File {
         what,
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 

@@ -217,3 +217,81 @@ fn an_unusable_mqtt_file_is_a_configuration_error_everywhere() {
         }
     }
 }
+
+/// `--health-check`, as a container healthcheck runs it (same configuration as the program, no
+/// shell in the image): 0 while the program answers, 1 once it is gone. The gateway is asked
+/// for readiness (connected to its broker), the watcher for liveness, the broker for an answer to
+/// an MQTT CONNECT.
+#[test]
+fn every_service_answers_its_health_check() {
+    let check = |program: &str, args: &[&str]| {
+        Command::new(binary(program))
+            .args(args)
+            .arg("--health-check")
+            .env_remove("BONKER_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("the program runs")
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut broker = TestBroker::start(BrokerKind::Bonker);
+    let url = broker.url();
+    let broker_listen = format!("127.0.0.1:{}", broker.port());
+    let gateway = runtime.block_on(bonker_tests::GatewayProcess::start(&url, &[]));
+    let gateway_listen = gateway.addr().to_string();
+    let watcher_listen = format!("127.0.0.1:{}", bonker_tests::free_port());
+    let mut watcher_command = Command::new(binary("bonker-watcher"));
+    watcher_command
+        .args(["--listen", &watcher_listen, "--node-name", "health-check"])
+        .args(["--mqtt", &url, "--kmsg", "/nonexistent/kmsg"])
+        .env("BONKER_LOG", "info");
+    let mut watcher = bonker_tests::ChildProcess::spawn("bonker-watcher", watcher_command);
+    watcher.wait_for_line("bonker-watcher starting", bonker_tests::DEADLINE);
+    let watcher_args = [
+        "--listen",
+        &watcher_listen,
+        "--node-name",
+        "health-check",
+        "--mqtt",
+        &url,
+    ];
+    // The watcher serves /healthz once its loop runs: wait for the first healthy answer.
+    let deadline = std::time::Instant::now() + bonker_tests::DEADLINE;
+    while check("bonker-watcher", &watcher_args).status.code() != Some(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watcher never became healthy: {}",
+            watcher.output()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let services: [(&str, Vec<&str>); 3] = [
+        ("bonker-broker", vec!["--listen", &broker_listen]),
+        (
+            "bonker-gateway",
+            vec!["--listen", &gateway_listen, "--mqtt", &url],
+        ),
+        ("bonker-watcher", watcher_args.to_vec()),
+    ];
+    for (program, args) in &services {
+        let output = check(program, args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{program}: {}",
+            describe(&output)
+        );
+    }
+    watcher.kill();
+    drop(gateway);
+    broker.kill();
+    for (program, args) in &services {
+        let output = check(program, args);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{program} is gone: {}",
+            describe(&output)
+        );
+    }
+}

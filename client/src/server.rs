@@ -119,3 +119,45 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// How long a health check waits for the program's answer.
+pub const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks a running bonker program, on its own HTTP port, whether it is healthy: `GET path` on
+/// `listen` (an unspecified address, `0.0.0.0` or `::`, is asked on loopback) must answer 2xx
+/// within [`HEALTH_CHECK_TIMEOUT`]. It is what `--health-check` runs, for container healthchecks
+/// in images that have no shell and no curl (Compose's `healthcheck`, Docker's `HEALTHCHECK`).
+pub async fn check_health(listen: std::net::SocketAddr, path: &str) -> Result<(), String> {
+    let mut address = listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let ask = async {
+        let stream = tokio::net::TcpStream::connect(address)
+            .await
+            .map_err(|e| format!("cannot connect to {address}: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("{address}: {e}"))?;
+        tokio::spawn(connection);
+        let request = hyper::Request::get(path)
+            .header(hyper::header::HOST, address.to_string())
+            .body(axum::body::Body::empty())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("{address}{path}: {e}"))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("{address}{path} answered {}", response.status()))
+        }
+    };
+    tokio::time::timeout(HEALTH_CHECK_TIMEOUT, ask)
+        .await
+        .map_err(|_| format!("{address}{path}: no answer within {HEALTH_CHECK_TIMEOUT:?}"))?
+}

@@ -223,6 +223,11 @@ pub struct Args {
     /// MQTT connection flags.
     #[command(flatten)]
     pub mqtt: MqttArgs,
+    /// Ask the gateway running with this configuration whether it is ready (GET /readyz on its
+    /// listen address) and exit 0 if so, 1 if not: a container healthcheck for images without
+    /// a shell
+    #[arg(long)]
+    pub health_check: bool,
 }
 
 /// The flags that map one-to-one onto top-level keys, as a config layer.

@@ -18,6 +18,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.health_check {
+        return match bonker_client::server::check_health(settings.listen, "/readyz").await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("bonker-gateway: not ready: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Held for the life of the process: the broker serves until it exits.
     let _embedded_broker = match settings.embedded_broker {
         Some(listen) => match bonker_gateway::start_embedded_broker(listen).await {

@@ -112,6 +112,12 @@ pub struct Flags {
     #[arg(long, env = "BONKER_CONFIG", value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// Ask the watcher running with this configuration whether it is up (GET /healthz on its
+    /// listen address) and exit 0 if so, 1 if not: a container healthcheck for images without a
+    /// shell
+    #[arg(long)]
+    #[serde(skip)]
+    pub health_check: bool,
     /// Address for /metrics and /healthz [default: 0.0.0.0:9096] [env: BONKER_LISTEN]
     #[arg(long, value_name = "ADDR:PORT")]
     #[serde(skip_serializing_if = "Option::is_none")]

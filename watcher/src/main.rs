@@ -18,6 +18,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if flags.health_check {
+        return match bonker_client::server::check_health(config.listen, "/healthz").await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("bonker-watcher: not healthy: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(error) => {

@@ -97,7 +97,7 @@ async fn discovery_is_retained_and_complete(kind: BrokerKind) {
     let desk = TestDesk::start(s).await;
     // A late subscriber gets every config from the broker's retained store.
     let mut ha = common::probe(&broker.url(), &[DISCOVERY]).await;
-    let configs = discovery(&mut ha, 8).await;
+    let configs = discovery(&mut ha, 9).await;
     let mut unique_ids = std::collections::HashSet::new();
     for (topic, message) in &configs {
         assert!(message.retain, "{kind}: {topic} must be retained");
@@ -121,15 +121,17 @@ async fn discovery_is_retained_and_complete(kind: BrokerKind) {
         for key in ["model", "manufacturer", "sw_version"] {
             assert!(device[key].is_string(), "{topic}: device.{key}");
         }
-        assert_eq!(
-            config["availability"],
+        // Connectivity is the availability itself: `off` when the desk is gone, not unavailable.
+        let availability = if levels[1] == "binary_sensor" {
+            serde_json::Value::Null
+        } else {
             json!([{
                 "topic": "bonker/desk/alice/status",
                 "payload_available": "online",
                 "payload_not_available": "offline",
-            }]),
-            "{topic}"
-        );
+            }])
+        };
+        assert_eq!(config["availability"], availability, "{topic}");
         match levels[1] {
             "button" => {
                 assert_eq!(config["command_topic"], "bonker/desk/alice/bonk");
@@ -146,6 +148,15 @@ async fn discovery_is_retained_and_complete(kind: BrokerKind) {
                     config["event_types"],
                     json!(["critical", "warning", "info"])
                 );
+            }
+            "binary_sensor" => {
+                assert_eq!(config["state_topic"], "bonker/desk/alice/status");
+                assert_eq!(config["device_class"], "connectivity");
+                assert_eq!(
+                    (&config["payload_on"], &config["payload_off"]),
+                    (&json!("online"), &json!("offline"))
+                );
+                assert_eq!(config["entity_category"], "diagnostic");
             }
             other => panic!("unexpected component {other}"),
         }
@@ -173,7 +184,7 @@ async fn sensor_templates_read_the_health_report(kind: BrokerKind) {
     s.soc_temp_file = thermometer(&dir);
     let desk = TestDesk::start(s).await;
     let mut ha = common::probe(&broker.url(), &[DISCOVERY]).await;
-    let configs = discovery(&mut ha, 8).await;
+    let configs = discovery(&mut ha, 9).await;
     let template = |object: &str| {
         configs[&format!("homeassistant/sensor/alice/{object}/config")].json()["value_template"]
             .as_str()
@@ -226,7 +237,7 @@ async fn the_button_bonks_and_each_bonk_fires_an_event(kind: BrokerKind) {
     let broker = TestBroker::start(kind);
     let desk = TestDesk::start(settings(&broker.url(), "alice", &["payments"])).await;
     let mut ha = common::probe(&broker.url(), &[DISCOVERY]).await;
-    let configs = discovery(&mut ha, 7).await;
+    let configs = discovery(&mut ha, 8).await;
     let button = configs["homeassistant/button/alice/bonk/config"].json();
     let event = configs["homeassistant/event/alice/bonk_event/config"].json();
     let event_topic = event["state_topic"].as_str().expect("state_topic");
@@ -284,7 +295,7 @@ async fn a_home_assistant_restart_triggers_a_new_announcement(kind: BrokerKind) 
     let broker = TestBroker::start(kind);
     let desk = TestDesk::start(settings(&broker.url(), "alice", &["payments"])).await;
     let mut ha = common::probe(&broker.url(), &[DISCOVERY]).await;
-    let first = discovery(&mut ha, 7).await;
+    let first = discovery(&mut ha, 8).await;
     assert!(first.values().all(|m| m.retain));
     let home_assistant = common::probe(&broker.url(), &[]).await;
     home_assistant
@@ -293,7 +304,7 @@ async fn a_home_assistant_restart_triggers_a_new_announcement(kind: BrokerKind) 
     home_assistant
         .publish("homeassistant/status", "online", false)
         .await;
-    let again = discovery(&mut ha, 7).await;
+    let again = discovery(&mut ha, 8).await;
     assert_eq!(
         again.keys().collect::<Vec<_>>(),
         first.keys().collect::<Vec<_>>(),
@@ -342,7 +353,7 @@ async fn forget_clears_everything(kind: BrokerKind) {
     s.soc_temp_file = thermometer(&dir);
     let desk = TestDesk::start(s).await;
     let mut ha = common::probe(&broker.url(), &[DISCOVERY]).await;
-    discovery(&mut ha, 8).await;
+    discovery(&mut ha, 9).await;
     desk.stop().await;
     let mut retained = common::probe(&broker.url(), &["bonker/desk/alice/+"]).await;
     assert_eq!(
@@ -370,7 +381,7 @@ async fn forget_clears_everything(kind: BrokerKind) {
         "{kind}: {stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(stdout.lines().count(), 10, "{kind}: {stdout}");
+    assert_eq!(stdout.lines().count(), 11, "{kind}: {stdout}");
 
     // A new subscriber to everything finds only a sentinel retained after --forget.
     let sentinel = common::probe(&broker.url(), &[]).await;
@@ -459,7 +470,7 @@ async fn everything_works_under_the_documented_acl() {
         home_assistant.clone(),
     )
     .await;
-    let configs = discovery(&mut ha, 7).await;
+    let configs = discovery(&mut ha, 8).await;
     let button = configs["homeassistant/button/alice/bonk/config"].json();
     let event = configs["homeassistant/event/alice/bonk_event/config"].json();
     ha.publish(

@@ -56,6 +56,8 @@ pub enum Component {
     Sensor,
     /// `event`: the bonk event.
     Event,
+    /// `binary_sensor`: the desk's connectivity.
+    BinarySensor,
 }
 
 impl Component {
@@ -65,6 +67,7 @@ impl Component {
             Component::Button => "button",
             Component::Sensor => "sensor",
             Component::Event => "event",
+            Component::BinarySensor => "binary_sensor",
         }
     }
 }
@@ -142,9 +145,10 @@ pub struct DeskDevice<'a> {
 }
 
 /// Every entity a desk may announce, as (component, object_id): the list `--forget` clears.
-pub const ENTITIES: [(Component, &str); 8] = [
+pub const ENTITIES: [(Component, &str); 9] = [
     (Component::Button, "bonk"),
     (Component::Event, "bonk_event"),
+    (Component::BinarySensor, "connectivity"),
     (Component::Sensor, "bonks"),
     (Component::Sensor, "last_bonk"),
     (Component::Sensor, "last_bonked"),
@@ -204,6 +208,22 @@ impl DeskDevice<'_> {
                     "state_topic": self.topics.desk_ack(self.desk),
                     "value_template": TEMPLATE_BONK_EVENT,
                     "event_types": Severity::ALL.iter().rev().map(|s| s.as_str()).collect::<Vec<_>>(),
+                    "qos": 1,
+                }),
+            ),
+            // Connectivity, where Home Assistant users look for it: on while the agent is online,
+            // off (not unavailable) when it is gone, so this entity has no availability of its
+            // own — it is the availability.
+            self.entity(
+                Component::BinarySensor,
+                "connectivity",
+                json!({
+                    "name": "Connectivity",
+                    "device_class": "connectivity",
+                    "entity_category": "diagnostic",
+                    "state_topic": self.topics.desk_status(self.desk),
+                    "payload_on": crate::Status::Online.as_str(),
+                    "payload_off": crate::Status::Offline.as_str(),
                     "qos": 1,
                 }),
             ),
@@ -296,11 +316,13 @@ impl DeskDevice<'_> {
         mut config: Value,
     ) -> Discovery {
         config["unique_id"] = json!(unique_id(self.desk, object_id));
-        config["availability"] = json!([{
+        if component != Component::BinarySensor {
+            config["availability"] = json!([{
             "topic": self.topics.desk_status(self.desk),
             "payload_available": crate::Status::Online.as_str(),
             "payload_not_available": crate::Status::Offline.as_str(),
-        }]);
+            }]);
+        }
         config["device"] = json!({
             "identifiers": [device_identifier(self.desk)],
             "name": format!("Tux at {}", self.desk),
@@ -357,6 +379,7 @@ mod tests {
             [
                 "homeassistant/button/alice/bonk/config",
                 "homeassistant/event/alice/bonk_event/config",
+                "homeassistant/binary_sensor/alice/connectivity/config",
                 "homeassistant/sensor/alice/bonks/config",
                 "homeassistant/sensor/alice/last_bonk/config",
                 "homeassistant/sensor/alice/last_bonked/config",
@@ -397,13 +420,20 @@ mod tests {
             let config = &message.config;
             assert_eq!(config["device"]["identifiers"][0], "bonker_alice");
             assert_eq!(config["device"]["name"], "Tux at alice");
-            assert_eq!(
-                config["availability"][0]["topic"],
-                "bonker/desk/alice/status"
-            );
+            if message.component == Component::BinarySensor {
+                // Connectivity is the availability: it must show `off`, not `unavailable`.
+                assert!(config.get("availability").is_none(), "{}", message.topic);
+                assert_eq!(config["state_topic"], "bonker/desk/alice/status");
+                assert_eq!(config["device_class"], "connectivity");
+            } else {
+                assert_eq!(
+                    config["availability"][0]["topic"],
+                    "bonker/desk/alice/status"
+                );
+            }
             let required = match message.component {
                 Component::Button => "command_topic",
-                Component::Sensor | Component::Event => "state_topic",
+                Component::Sensor | Component::Event | Component::BinarySensor => "state_topic",
             };
             assert!(
                 config[required].is_string(),

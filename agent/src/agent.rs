@@ -651,6 +651,10 @@ impl Agent {
             desk: self.config.desk.clone(),
             agent_version: VERSION.to_owned(),
             uptime_s: self.started.elapsed().as_secs(),
+            started_at: chrono::Duration::from_std(self.started.elapsed())
+                .ok()
+                .and_then(|uptime| Utc::now().checked_sub_signed(uptime))
+                .map(|at| at.trunc_subsecs(0)),
             bonks_total: self.bonks_total,
             last_bonk_at: last.map(|l| l.at),
             last_bonk_namespace: last.and_then(|l| l.namespace.clone()),
@@ -709,6 +713,13 @@ impl Agent {
                 ha::DISCOVERY_DELIVERY,
                 discovery.payload(),
             );
+        }
+        // What an earlier version announced and this one does not: an empty retained config
+        // makes Home Assistant remove the entity.
+        for topic in
+            ha::retired_discovery_topics(&homeassistant.discovery_prefix, &self.config.desk)
+        {
+            self.publish(topic, ha::DISCOVERY_DELIVERY, Vec::new());
         }
     }
 

@@ -753,6 +753,7 @@ mod tests {
             desk: config.desk.clone(),
             agent_version: "0.1.0".into(),
             uptime_s: u64::MAX,
+            started_at: Some(chrono::Utc::now()),
             bonks_total: u64::MAX,
             last_bonk_at: Some(chrono::Utc::now()),
             last_bonk_namespace: Some("n".repeat(63)),

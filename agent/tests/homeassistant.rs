@@ -21,7 +21,10 @@ const DISCOVERY: &str = "homeassistant/+/alice/+/config";
 async fn discovery(probe: &mut Probe, count: usize) -> BTreeMap<String, Message> {
     let mut configs = BTreeMap::new();
     while configs.len() < count {
-        let message = probe.next_on(|m| m.topic.ends_with("/config")).await;
+        // Empty ones clear a retired entity's config; they are not part of the announcement.
+        let message = probe
+            .next_on(|m| m.topic.ends_with("/config") && !m.payload.is_empty())
+            .await;
         configs.insert(message.topic.clone(), message);
     }
     configs
@@ -95,6 +98,14 @@ async fn discovery_is_retained_and_complete(kind: BrokerKind) {
     let mut s = settings(&broker.url(), "alice", &["payments"]);
     s.soc_temp_file = thermometer(&dir);
     let desk = TestDesk::start(s).await;
+    // The desk announces itself right after connecting; a bonk's ack, published after that on
+    // the same connection, says the broker has the whole announcement.
+    let mut acks = common::probe(&broker.url(), &["bonker/desk/alice/ack"]).await;
+    common::probe(&broker.url(), &[])
+        .await
+        .publish("bonker/desk/alice/bonk", "wiggle", false)
+        .await;
+    acks.next().await;
     // A late subscriber gets every config from the broker's retained store.
     let mut ha = common::probe(&broker.url(), &[DISCOVERY]).await;
     let configs = discovery(&mut ha, 9).await;
@@ -165,7 +176,8 @@ async fn discovery_is_retained_and_complete(kind: BrokerKind) {
         |object: &str| configs[&format!("homeassistant/sensor/alice/{object}/config")].json();
     assert_eq!(sensor("bonks")["state_class"], "total_increasing");
     assert_eq!(sensor("last_bonk")["device_class"], "timestamp");
-    for diagnostic in ["uptime", "soc_temperature", "servo"] {
+    assert_eq!(sensor("started")["device_class"], "timestamp");
+    for diagnostic in ["started", "soc_temperature", "servo"] {
         assert_eq!(
             sensor(diagnostic)["entity_category"],
             "diagnostic",
@@ -198,7 +210,11 @@ async fn sensor_templates_read_the_health_report(kind: BrokerKind) {
     assert_eq!(render(&template("last_bonked"), &before), "None");
     assert_eq!(render(&template("soc_temperature"), &before), "48.0");
     assert_eq!(render(&template("servo"), &before), "rest");
-    assert!(render(&template("uptime"), &before).parse::<u64>().is_ok());
+    let started = render(&template("started"), &before);
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(&started).is_ok(),
+        "{kind}: Started renders a timestamp: {started:?}"
+    );
     let sender = common::probe(&broker.url(), &[]).await;
     sender
         .publish(
@@ -313,6 +329,18 @@ async fn a_home_assistant_restart_triggers_a_new_announcement(kind: BrokerKind) 
     for (topic, message) in &again {
         assert_eq!(message.json(), first[topic].json(), "{kind}: {topic}");
     }
+    // The announcement ends by clearing what earlier versions announced (Home Assistant then
+    // removes those entities).
+    let cleared = ha.next().await;
+    assert_eq!(
+        (
+            cleared.topic.as_str(),
+            cleared.payload.is_empty(),
+            cleared.retain
+        ),
+        ("homeassistant/sensor/alice/uptime/config", true, false),
+        "{kind}"
+    );
     // Exactly one announcement: the next thing on these topics is a sentinel.
     home_assistant
         .publish("homeassistant/sensor/alice/zz_sentinel/config", "{}", false)
@@ -381,7 +409,7 @@ async fn forget_clears_everything(kind: BrokerKind) {
         "{kind}: {stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(stdout.lines().count(), 11, "{kind}: {stdout}");
+    assert_eq!(stdout.lines().count(), 12, "{kind}: {stdout}");
 
     // A new subscriber to everything finds only a sentinel retained after --forget.
     let sentinel = common::probe(&broker.url(), &[]).await;

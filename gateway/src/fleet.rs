@@ -484,6 +484,7 @@ mod tests {
             desk: desk(name),
             agent_version: "0.1.0".into(),
             uptime_s: 5,
+            started_at: None,
             bonks_total: 3,
             last_bonk_at: None,
             last_bonk_namespace: None,

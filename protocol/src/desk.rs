@@ -167,6 +167,11 @@ pub struct Health {
     pub agent_version: String,
     /// Seconds since the agent started.
     pub uptime_s: u64,
+    /// When the agent started, by the wall clock: the report's time less its uptime, to the
+    /// second, so it stays the same from report to report — and moves once if the clock is set
+    /// after the start (a Pi without a real-time clock before NTP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
     /// Bonks performed since the agent started.
     pub bonks_total: u64,
     /// When Tux was last bonked.

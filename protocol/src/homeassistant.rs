@@ -152,18 +152,36 @@ pub const ENTITIES: [(Component, &str); 9] = [
     (Component::Sensor, "bonks"),
     (Component::Sensor, "last_bonk"),
     (Component::Sensor, "last_bonked"),
-    (Component::Sensor, "uptime"),
+    (Component::Sensor, "started"),
     (Component::Sensor, "soc_temperature"),
     (Component::Sensor, "servo"),
 ];
 
-/// Every discovery topic a desk may have published (including optional ones), for clearing.
+/// Entities earlier versions announced and this one does not: a desk clears their discovery
+/// topics when it announces itself, so Home Assistant removes them. `uptime`, a duration that
+/// changed with every health report (a recorder row each time), became `started`, a timestamp
+/// that does not change.
+pub const RETIRED_ENTITIES: [(Component, &str); 1] = [(Component::Sensor, "uptime")];
+
+/// The discovery topics of [`RETIRED_ENTITIES`].
+pub fn retired_discovery_topics(discovery_prefix: &Prefix, desk: &DeskId) -> Vec<String> {
+    RETIRED_ENTITIES
+        .iter()
+        .map(|(component, object_id)| {
+            discovery_topic(discovery_prefix, *component, desk, object_id)
+        })
+        .collect()
+}
+
+/// Every discovery topic a desk may have published (including optional and retired ones), for
+/// clearing.
 pub fn all_discovery_topics(discovery_prefix: &Prefix, desk: &DeskId) -> Vec<String> {
     ENTITIES
         .iter()
         .map(|(component, object_id)| {
             discovery_topic(discovery_prefix, *component, desk, object_id)
         })
+        .chain(retired_discovery_topics(discovery_prefix, desk))
         .collect()
 }
 
@@ -173,7 +191,7 @@ const TEMPLATE_LAST_BONKED: &str = "{% if value_json.last_bonk_namespace is defi
 value_json.last_bonk_pod is defined %}{{ value_json.last_bonk_namespace }}/{{ value_json.last_bonk_pod }}\
 {% elif value_json.last_bonk_namespace is defined %}{{ value_json.last_bonk_namespace }}\
 {% elif value_json.last_bonk_pod is defined %}{{ value_json.last_bonk_pod }}{% else %}None{% endif %}";
-const TEMPLATE_UPTIME: &str = "{{ value_json.uptime_s }}";
+const TEMPLATE_STARTED: &str = "{{ value_json.started_at }}";
 const TEMPLATE_SOC_TEMPERATURE: &str = "{{ value_json.soc_temp_c | default('None') }}";
 const TEMPLATE_SERVO: &str = "{{ value_json.servo.state }}";
 /// The event entity's template: a `bonked` ack becomes an event of its severity, with the ack's
@@ -263,15 +281,13 @@ impl DeskDevice<'_> {
             ),
             self.entity(
                 Component::Sensor,
-                "uptime",
+                "started",
                 json!({
-                    "name": "Uptime",
-                    "device_class": "duration",
-                    "unit_of_measurement": "s",
-                    "state_class": "measurement",
+                    "name": "Started",
+                    "device_class": "timestamp",
                     "entity_category": "diagnostic",
                     "state_topic": health,
-                    "value_template": TEMPLATE_UPTIME,
+                    "value_template": TEMPLATE_STARTED,
                     "qos": 1,
                 }),
             ),
@@ -383,7 +399,7 @@ mod tests {
                 "homeassistant/sensor/alice/bonks/config",
                 "homeassistant/sensor/alice/last_bonk/config",
                 "homeassistant/sensor/alice/last_bonked/config",
-                "homeassistant/sensor/alice/uptime/config",
+                "homeassistant/sensor/alice/started/config",
                 "homeassistant/sensor/alice/soc_temperature/config",
                 "homeassistant/sensor/alice/servo/config",
             ]
@@ -394,7 +410,7 @@ mod tests {
                 &desk()
             )
             .len(),
-            messages.len()
+            messages.len() + RETIRED_ENTITIES.len()
         );
         let unique_ids: std::collections::HashSet<&str> = messages
             .iter()

@@ -107,6 +107,7 @@ proptest! {
             desk,
             agent_version: "1.2.3".into(),
             uptime_s: 5,
+            started_at: None,
             bonks_total: 7,
             last_bonk_at: Some(received_at),
             last_bonk_namespace: None,

@@ -27,7 +27,7 @@ use bonker_protocol::homeassistant::{self as ha, DeskDevice};
 use bonker_protocol::topics::{ACK_DELIVERY, HEALTH_DELIVERY, STATUS_DELIVERY};
 use bonker_protocol::{
     Ack, Bonk, BonkId, Delivery, Health, Namespace, Outcome, Route, SCHEMA_VERSION, ServoHealth,
-    Severity, Status,
+    ServoState, Severity, Status,
 };
 use chrono::{DateTime, SubsecRound, Utc};
 use rumqttc::{AsyncClient, LastWill, QoS};
@@ -121,7 +121,7 @@ pub struct Agent {
     started: Instant,
     bonks_total: u64,
     last_bonk: Option<LastBonk>,
-    servo_state: &'static str,
+    servo_state: ServoState,
     servo_error: Option<String>,
     next_move_id: u64,
     moves: HashMap<u64, PendingMove>,
@@ -151,10 +151,10 @@ impl Agent {
         let worker = ServoWorker::spawn(servo, config.servo.clone(), reports_tx)
             .context("cannot start the servo thread")?;
         let (servo_state, servo_error) = match servo_reports.recv().await {
-            Some(ServoReport::Homed { error: None }) => ("rest", None),
-            Some(ServoReport::Homed { error: Some(error) }) => ("error", Some(error)),
+            Some(ServoReport::Homed { error: None }) => (ServoState::Rest, None),
+            Some(ServoReport::Homed { error: Some(error) }) => (ServoState::Error, Some(error)),
             other => (
-                "error",
+                ServoState::Error,
                 Some(format!("servo worker did not home: {other:?}")),
             ),
         };
@@ -564,9 +564,9 @@ impl Agent {
     fn on_servo_report(&mut self, report: ServoReport) {
         match report {
             ServoReport::Homed { .. } | ServoReport::Parked { .. } => {}
-            ServoReport::Started { .. } => self.servo_state = "moving",
+            ServoReport::Started { .. } => self.servo_state = ServoState::Moving,
             ServoReport::Finished { id, at } => {
-                self.servo_state = "rest";
+                self.servo_state = ServoState::Rest;
                 self.servo_error = None;
                 let Some(performed) = self.moves.remove(&id) else {
                     return;
@@ -582,7 +582,7 @@ impl Agent {
                 self.health_changed();
             }
             ServoReport::Failed { id, at, error } => {
-                self.servo_state = "error";
+                self.servo_state = ServoState::Error;
                 self.servo_error = Some(error.clone());
                 if let Some(performed) = self.moves.remove(&id) {
                     let ack = self.ack_for(&performed, Outcome::ServoError, at, Some(error));
@@ -665,7 +665,7 @@ impl Agent {
                     .as_ref()
                     .map_or("none", |w| w.driver().as_str())
                     .to_owned(),
-                state: self.servo_state.to_owned(),
+                state: self.servo_state.as_str().to_owned(),
                 error: self.servo_error.clone(),
             },
             namespaces: self.config.watch.names(),

@@ -210,6 +210,11 @@ async fn sensor_templates_read_the_health_report(kind: BrokerKind) {
     assert_eq!(render(&template("last_bonked"), &before), "None");
     assert_eq!(render(&template("soc_temperature"), &before), "48.0");
     assert_eq!(render(&template("servo"), &before), "rest");
+    // Home Assistant refuses an enum sensor's state outside its options.
+    assert_eq!(
+        configs["homeassistant/sensor/alice/servo/config"].json()["options"],
+        json!(["rest", "moving", "error"])
+    );
     let started = render(&template("started"), &before);
     assert!(
         chrono::DateTime::parse_from_rfc3339(&started).is_ok(),

@@ -143,12 +143,38 @@ impl fmt::Display for Status {
     }
 }
 
+/// What the servo is doing, as a desk reports it (`servo.state` in its health report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServoState {
+    /// At rest, ready for the next bonk.
+    Rest,
+    /// Performing a bonk.
+    Moving,
+    /// The last move failed (`servo.error` says why).
+    Error,
+}
+
+impl ServoState {
+    /// Every state, in the order Home Assistant lists them as the servo sensor's options.
+    pub const ALL: [ServoState; 3] = [ServoState::Rest, ServoState::Moving, ServoState::Error];
+
+    /// The wire form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServoState::Rest => "rest",
+            ServoState::Moving => "moving",
+            ServoState::Error => "error",
+        }
+    }
+}
+
 /// The servo's part of a health report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServoHealth {
     /// The driver: `pwm`, `softpwm` or `simulated`.
     pub driver: String,
-    /// Its state: `rest`, `moving`, `error`…
+    /// Its state: one of [`ServoState`] (`rest`, `moving`, `error`); a string on the wire, so
+    /// readers of a newer desk's state do not fail.
     pub state: String,
     /// The last error, if the servo is in error.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -314,6 +314,8 @@ impl DeskDevice<'_> {
             json!({
                 "name": "Servo",
                 "icon": "mdi:robot-industrial",
+                "device_class": "enum",
+                "options": crate::ServoState::ALL.map(crate::ServoState::as_str),
                 "entity_category": "diagnostic",
                 "state_topic": health,
                 "value_template": TEMPLATE_SERVO,
@@ -464,6 +466,18 @@ mod tests {
         assert_eq!(event["event_types"], json!(["critical", "warning", "info"]));
         assert_eq!(event["state_topic"], "bonker/desk/alice/ack");
         assert!(event["value_template"].is_string());
+    }
+
+    #[test]
+    fn the_servo_sensor_is_an_enum_of_every_servo_state() {
+        let messages = discovery(false);
+        let servo = &messages
+            .iter()
+            .find(|m| m.object_id == "servo")
+            .expect("servo")
+            .config;
+        assert_eq!(servo["device_class"], "enum");
+        assert_eq!(servo["options"], json!(["rest", "moving", "error"]));
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub mod recent;
 pub mod topics;
 
 pub use bonk::{Bonk, BonkId, Lenient, SCHEMA_VERSION, Severity, Source};
-pub use desk::{Ack, Health, Outcome, ServoHealth, Status};
+pub use desk::{Ack, Health, Outcome, ServoHealth, ServoState, Status};
 pub use kill::{Detector, Earlier, Kill, KillLedger, Limit};
 pub use names::{Cluster, DeskId, NameError, Namespace, Prefix, PrefixFilter};
 pub use recent::RecentIds;

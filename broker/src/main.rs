@@ -103,13 +103,7 @@ const HEALTH_CHECK_CLIENT_ID: &str = "bonker-broker-health-check";
 /// when nothing accepts), and a stalled accept loop or front door is what has failed before.
 fn health_check(listen: std::net::SocketAddr) -> ExitCode {
     use std::io::{Read as _, Write as _};
-    let mut address = listen;
-    if address.ip().is_unspecified() {
-        address.set_ip(match address {
-            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
+    let address = bonker_client::local_address(listen);
     let ask = || -> std::io::Result<()> {
         let mut stream = std::net::TcpStream::connect_timeout(&address, HEALTH_CHECK_TIMEOUT)?;
         stream.set_read_timeout(Some(HEALTH_CHECK_TIMEOUT))?;

@@ -18,6 +18,16 @@ fn bonker(args: &[&str]) -> Output {
         .expect("bonker runs")
 }
 
+/// Runs `program` of the workspace with `args`, outside any configuration file, to its end.
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(binary(program))
+        .args(args)
+        .env_remove("BONKER_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the program runs")
+}
+
 fn describe(output: &Output) -> String {
     format!(
         "exit {:?}\nstdout: {}\nstderr: {}",
@@ -127,11 +137,7 @@ fn every_program_s_help_names_each_variable_once() {
         "bonker-watcher",
         "bonker-broker",
     ] {
-        let output = Command::new(binary(program))
-            .arg("--help")
-            .stdin(Stdio::null())
-            .output()
-            .expect("the program runs");
+        let output = run(program, &["--help"]);
         assert_eq!(
             output.status.code(),
             Some(0),
@@ -195,14 +201,10 @@ fn an_unusable_mqtt_file_is_a_configuration_error_everywhere() {
     ];
     for (program, args) in programs {
         for (flags, says) in cases {
-            let output = Command::new(binary(program))
-                .args(args)
-                .args(["--mqtt", "mqtts://127.0.0.1:1"])
-                .args(flags)
-                .env_remove("BONKER_CONFIG")
-                .stdin(Stdio::null())
-                .output()
-                .expect("the program runs");
+            let output = run(
+                program,
+                &[args, &["--mqtt", "mqtts://127.0.0.1:1"], flags].concat(),
+            );
             assert_eq!(
                 output.status.code(),
                 Some(2),
@@ -224,15 +226,7 @@ fn an_unusable_mqtt_file_is_a_configuration_error_everywhere() {
 /// an MQTT CONNECT.
 #[test]
 fn every_service_answers_its_health_check() {
-    let check = |program: &str, args: &[&str]| {
-        Command::new(binary(program))
-            .args(args)
-            .arg("--health-check")
-            .env_remove("BONKER_CONFIG")
-            .stdin(Stdio::null())
-            .output()
-            .expect("the program runs")
-    };
+    let check = |program: &str, args: &[&str]| run(program, &[args, &["--health-check"]].concat());
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let mut broker = TestBroker::start(BrokerKind::Bonker);
     let url = broker.url();

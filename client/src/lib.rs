@@ -18,6 +18,19 @@ pub mod text;
 
 pub use mqtt::{Backoff, MqttArgs, MqttSettings};
 
+/// Where a program listening on `listen` is reached from the same machine: an unspecified
+/// address (`0.0.0.0`, `::`) is reached on loopback. What every `--health-check` connects to.
+pub fn local_address(listen: std::net::SocketAddr) -> std::net::SocketAddr {
+    let mut address = listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    address
+}
+
 /// Completes when the process is asked to stop: SIGTERM (Kubernetes, systemd, `kill`) or SIGINT
 /// (ctrl-c).
 pub async fn shutdown_signal() {

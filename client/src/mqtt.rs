@@ -252,6 +252,16 @@ impl MqttSettings {
     /// parse), so that every program reports a bad file as a configuration error (exit 2) before
     /// it binds a port, not when it first connects. Programs call this while validating.
     pub fn validate(&self) -> Result<BrokerAddress, SettingsError> {
+        let address = self.check()?;
+        self.resolve_password()?;
+        if address.tls {
+            self.tls_config()?;
+        }
+        Ok(address)
+    }
+
+    /// The checks of [`MqttSettings::validate`] that read no file.
+    fn check(&self) -> Result<BrokerAddress, SettingsError> {
         let address = BrokerAddress::parse(&self.url)?;
         if self.password.is_some() && self.password_file.is_some() {
             return Err(SettingsError::Invalid(
@@ -284,10 +294,6 @@ impl MqttSettings {
                 "mqtt.reconnect_min_ms must be above 0 and at most mqtt.reconnect_max_ms"
                     .to_owned(),
             ));
-        }
-        self.resolve_password()?;
-        if address.tls {
-            self.tls_config()?;
         }
         Ok(address)
     }
@@ -342,7 +348,8 @@ impl MqttSettings {
     /// Builds rumqttc options: address, credentials, TLS, keep-alive and packet limits. The caller
     /// sets what is its own (last will, clean session) on the result.
     pub fn options(&self, default_client_id: &str) -> Result<MqttOptions, SettingsError> {
-        let address = self.validate()?;
+        // The files are read below, once; `validate` has read them before, at start-up.
+        let address = self.check()?;
         let client_id = self
             .client_id
             .clone()

@@ -128,13 +128,7 @@ pub const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// within [`HEALTH_CHECK_TIMEOUT`]. It is what `--health-check` runs, for container healthchecks
 /// in images that have no shell and no curl (Compose's `healthcheck`, Docker's `HEALTHCHECK`).
 pub async fn check_health(listen: std::net::SocketAddr, path: &str) -> Result<(), String> {
-    let mut address = listen;
-    if address.ip().is_unspecified() {
-        address.set_ip(match address {
-            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
+    let address = crate::local_address(listen);
     let ask = async {
         let stream = tokio::net::TcpStream::connect(address)
             .await
@@ -160,4 +154,20 @@ pub async fn check_health(listen: std::net::SocketAddr, path: &str) -> Result<()
     tokio::time::timeout(HEALTH_CHECK_TIMEOUT, ask)
         .await
         .map_err(|_| format!("{address}{path}: no answer within {HEALTH_CHECK_TIMEOUT:?}"))?
+}
+
+/// `--health-check` of `program`: [`check_health`], its failure on stderr, its verdict as the exit
+/// status (0 healthy, 1 not).
+pub async fn run_health_check(
+    program: &str,
+    listen: std::net::SocketAddr,
+    path: &str,
+) -> std::process::ExitCode {
+    match check_health(listen, path).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{program}: not healthy: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

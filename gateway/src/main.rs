@@ -19,13 +19,12 @@ async fn main() -> ExitCode {
         }
     };
     if args.health_check {
-        return match bonker_client::server::check_health(settings.listen, "/readyz").await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("bonker-gateway: not ready: {error}");
-                ExitCode::FAILURE
-            }
-        };
+        return bonker_client::server::run_health_check(
+            "bonker-gateway",
+            settings.listen,
+            "/readyz",
+        )
+        .await;
     }
     // Held for the life of the process: the broker serves until it exits.
     let _embedded_broker = match settings.embedded_broker {

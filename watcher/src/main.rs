@@ -19,13 +19,12 @@ async fn main() -> ExitCode {
         }
     };
     if flags.health_check {
-        return match bonker_client::server::check_health(config.listen, "/healthz").await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("bonker-watcher: not healthy: {error}");
-                ExitCode::FAILURE
-            }
-        };
+        return bonker_client::server::run_health_check(
+            "bonker-watcher",
+            config.listen,
+            "/healthz",
+        )
+        .await;
     }
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,

@@ -16,6 +16,18 @@ use support::{
     assert_next_is_sentinel, bonk_of, hog_killed, random_hex, random_uid, spawn_hog,
 };
 
+/// Makes the kernel OOM-kill a hog in `directory` and waits until `watcher` has logged that kill;
+/// returns the hog's pid.
+async fn kill_seen_by(directory: &std::path::Path, watcher: &mut WatcherUnderTest) -> u32 {
+    let hog = spawn_hog(directory);
+    let pid = hog.id();
+    hog_killed(hog).await;
+    watcher
+        .process
+        .wait_for_line(&format!("(pid {pid})"), DEADLINE);
+    pid
+}
+
 async fn kills_during_a_broker_outage_are_bonked_after_it(kind: BrokerKind) {
     let label = format!("outage-{kind}").to_lowercase();
     let tree = CgroupTree::new(&label);
@@ -46,12 +58,7 @@ async fn kills_during_a_broker_outage_are_bonked_after_it(kind: BrokerKind) {
 
     // 1. The broker dies; a container is killed; the watcher sees the kill and keeps running.
     broker.kill();
-    let hog = spawn_hog(&directory);
-    let first_pid = hog.id();
-    hog_killed(hog).await;
-    watcher
-        .process
-        .wait_for_line(&format!("(pid {first_pid})"), DEADLINE);
+    let first_pid = kill_seen_by(&directory, &mut watcher).await;
     watcher.process.signal(Signal::STOP);
     broker.restart();
     assert_eq!(broker.port(), port);
@@ -69,12 +76,7 @@ async fn kills_during_a_broker_outage_are_bonked_after_it(kind: BrokerKind) {
 
     // 2. The broker dies again; a second kill; the watcher is killed before the broker is back.
     broker.kill();
-    let hog = spawn_hog(&directory);
-    let second_pid = hog.id();
-    hog_killed(hog).await;
-    watcher
-        .process
-        .wait_for_line(&format!("(pid {second_pid})"), DEADLINE);
+    let second_pid = kill_seen_by(&directory, &mut watcher).await;
     watcher.process.kill();
     broker.restart();
     let mut probe = Probe::connect(&broker.url(), &[&topic]).await;
@@ -93,20 +95,4 @@ async fn kills_during_a_broker_outage_are_bonked_after_it(kind: BrokerKind) {
     drop(tree);
 }
 
-mod bonker_broker {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn kills_during_a_broker_outage_are_bonked_after_it() {
-        super::kills_during_a_broker_outage_are_bonked_after_it(bonker_tests::BrokerKind::Bonker)
-            .await;
-    }
-}
-
-mod mosquitto {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn kills_during_a_broker_outage_are_bonked_after_it() {
-        super::kills_during_a_broker_outage_are_bonked_after_it(
-            bonker_tests::BrokerKind::Mosquitto,
-        )
-        .await;
-    }
-}
+bonker_tests::for_both_brokers!(kills_during_a_broker_outage_are_bonked_after_it);

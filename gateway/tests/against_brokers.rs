@@ -947,13 +947,17 @@ async fn one_desks_credentials_cannot_grow_the_gateway(kind: BrokerKind) {
 /// A client's `\n` cannot forge a log line: every control character in a logged value is escaped.
 async fn request_fields_cannot_forge_log_lines(kind: BrokerKind) {
     let broker = TestBroker::start(kind);
-    let gateway = Gateway::start(&broker.url(), &[], &[]).await;
+    let mut gateway = Gateway::start(&broker.url(), &[], &[]).await;
     let body = json!({"receiver": "r\nERROR forged line\u{1b}[2J", "status": "firing",
                       "alerts": [alert("firing", "fp-forge", json!({"alertname": "A\rB",
                                                                      "namespace": "payments"}),
                                        json!({}))]});
     let (status, reply) = gateway.post("/webhook", &body).await;
     assert_eq!(status, StatusCode::OK, "{kind}: {reply}");
+    // The reply can reach us before the line that logs the published bonk is written.
+    gateway
+        .process
+        .wait_for_line("bonk published", bonker_tests::DEADLINE);
     let output = gateway.process.output();
     let forged: Vec<&str> = output.lines().filter(|l| l.contains("forged")).collect();
     assert!(

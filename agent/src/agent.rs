@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bonker_client::mqtt::{qos, tune_event_loop};
 use bonker_protocol::homeassistant::{self as ha, DeskDevice};
-use bonker_protocol::topics::{ACK_DELIVERY, HEALTH_DELIVERY, STATUS_DELIVERY};
+use bonker_protocol::topics::{ACK_DELIVERY, HEALTH_DELIVERY, LAST_BONK_DELIVERY, STATUS_DELIVERY};
 use bonker_protocol::{
     Ack, Bonk, BonkId, Delivery, Health, Namespace, Outcome, Route, SCHEMA_VERSION, ServoHealth,
     ServoState, Severity, Status,
@@ -100,12 +100,13 @@ struct PendingMove {
     pod: Option<String>,
 }
 
-/// What health reports say about the last bonk.
+/// The last performed bonk: health reports say when and what; with Home Assistant on, its ack is
+/// retained on the desk's `last_bonk` topic for the "Last bonk" sensors.
 #[derive(Debug, Clone)]
 struct LastBonk {
-    at: DateTime<Utc>,
-    namespace: Option<String>,
-    pod: Option<String>,
+    ack: Ack,
+    /// Not yet on the `last_bonk` topic: it goes with the next health report.
+    unpublished: bool,
 }
 
 /// The desk agent. See the module docs.
@@ -572,13 +573,12 @@ impl Agent {
                     return;
                 };
                 self.bonks_total += 1;
-                self.last_bonk = Some(LastBonk {
-                    at: at.trunc_subsecs(3),
-                    namespace: performed.namespace.clone(),
-                    pod: performed.pod.clone(),
-                });
                 let ack = self.ack_for(&performed, Outcome::Bonked, at, None);
                 self.publish_ack(&ack, "");
+                self.last_bonk = Some(LastBonk {
+                    ack,
+                    unpublished: true,
+                });
                 self.health_changed();
             }
             ServoReport::Failed { id, at, error } => {
@@ -656,9 +656,9 @@ impl Agent {
                 .and_then(|uptime| Utc::now().checked_sub_signed(uptime))
                 .map(|at| at.trunc_subsecs(0)),
             bonks_total: self.bonks_total,
-            last_bonk_at: last.map(|l| l.at),
-            last_bonk_namespace: last.and_then(|l| l.namespace.clone()),
-            last_bonk_pod: last.and_then(|l| l.pod.clone()),
+            last_bonk_at: last.map(|l| l.ack.finished_at.trunc_subsecs(3)),
+            last_bonk_namespace: last.and_then(|l| l.ack.namespace.clone()),
+            last_bonk_pod: last.and_then(|l| l.ack.pod.clone()),
             servo: ServoHealth {
                 driver: self
                     .worker
@@ -685,6 +685,8 @@ impl Agent {
         }
     }
 
+    /// Publishes the health report and, with Home Assistant on, a last bonk it has not seen:
+    /// both change with a bonk, so they share [`HEALTH_MIN_GAP`].
     fn publish_health(&mut self) {
         self.last_health = Some(Instant::now());
         self.health_pending = false;
@@ -692,6 +694,21 @@ impl Agent {
             self.config.topics.desk_health(&self.config.desk),
             HEALTH_DELIVERY,
             self.health().to_json(),
+        );
+        let announced = self.config.homeassistant.is_some();
+        let Some(last) = self
+            .last_bonk
+            .as_mut()
+            .filter(|l| announced && l.unpublished)
+        else {
+            return;
+        };
+        last.unpublished = false;
+        let payload = last.ack.to_json();
+        self.publish(
+            self.config.topics.desk_last_bonk(&self.config.desk),
+            LAST_BONK_DELIVERY,
+            payload,
         );
     }
 

@@ -21,9 +21,11 @@ use crate::config::AgentConfig;
 const FORGET_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Every retained topic a desk may have published: its Home Assistant discovery configs (under
-/// the configured discovery prefix, whether discovery is enabled now or not), health and status.
+/// the configured discovery prefix, whether discovery is enabled now or not), its last bonk, health
+/// and status.
 pub fn retained_topics(config: &AgentConfig) -> Vec<String> {
     let mut topics = ha::all_discovery_topics(&config.discovery_prefix, &config.desk);
+    topics.push(config.topics.desk_last_bonk(&config.desk));
     topics.push(config.topics.desk_health(&config.desk));
     topics.push(config.topics.desk_status(&config.desk));
     topics

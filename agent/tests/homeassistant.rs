@@ -149,7 +149,12 @@ async fn discovery_is_retained_and_complete(kind: BrokerKind) {
                 assert_eq!(config["payload_press"], r#"{"source":"homeassistant"}"#);
             }
             "sensor" => {
-                assert_eq!(config["state_topic"], "bonker/desk/alice/health", "{topic}");
+                let state = if levels[3].starts_with("last_bonk") {
+                    "bonker/desk/alice/last_bonk"
+                } else {
+                    "bonker/desk/alice/health"
+                };
+                assert_eq!(config["state_topic"], state, "{topic}");
                 assert!(config["value_template"].is_string(), "{topic}");
             }
             "event" => {
@@ -188,7 +193,8 @@ async fn discovery_is_retained_and_complete(kind: BrokerKind) {
 }
 
 /// The sensors' templates turn the desk's real health reports into the values Home Assistant
-/// shows: "None" (unknown) before the first bonk, then the count, time and namespace/pod.
+/// shows; the "Last bonk" sensors have no message to read before the first bonk (unknown), then
+/// its time and namespace/pod from the retained `last_bonk` topic.
 async fn sensor_templates_read_the_health_report(kind: BrokerKind) {
     let broker = TestBroker::start(kind);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -206,8 +212,18 @@ async fn sensor_templates_read_the_health_report(kind: BrokerKind) {
     let mut health = common::probe(&broker.url(), &["bonker/desk/alice/health"]).await;
     let before = health.next().await.json();
     assert_eq!(render(&template("bonks"), &before), "0", "{kind}");
-    assert_eq!(render(&template("last_bonk"), &before), "None");
-    assert_eq!(render(&template("last_bonked"), &before), "None");
+    // Before the first bonk the "Last bonk" sensors' topic holds nothing: a live sentinel,
+    // published after subscribing, is the first message there.
+    let mut nothing_yet = common::probe(
+        &broker.url(),
+        &["bonker/desk/alice/last_bonk", "zz/sentinel"],
+    )
+    .await;
+    common::probe(&broker.url(), &[])
+        .await
+        .publish("zz/sentinel", "here", false)
+        .await;
+    assert_eq!(nothing_yet.next().await.topic, "zz/sentinel", "{kind}");
     assert_eq!(render(&template("soc_temperature"), &before), "48.0");
     assert_eq!(render(&template("servo"), &before), "rest");
     // Home Assistant refuses an enum sensor's state outside its options.
@@ -233,8 +249,13 @@ async fn sensor_templates_read_the_health_report(kind: BrokerKind) {
         .await
         .json();
     assert_eq!(render(&template("bonks"), &after), "1");
-    assert_eq!(render(&template("last_bonked"), &after), "payments/api-7");
-    let last_bonk = render(&template("last_bonk"), &after);
+    // Published with that health report, and retained for a Home Assistant that starts later.
+    let mut late = common::probe(&broker.url(), &["bonker/desk/alice/last_bonk"]).await;
+    let last = late.next().await;
+    assert!(last.retain, "{kind}");
+    let last = last.json();
+    assert_eq!(render(&template("last_bonked"), &last), "payments/api-7");
+    let last_bonk = render(&template("last_bonk"), &last);
     assert!(
         chrono::DateTime::parse_from_rfc3339(&last_bonk).is_ok(),
         "{kind}: a timestamp Home Assistant can parse: {last_bonk}"
@@ -378,7 +399,8 @@ async fn discovery_can_be_turned_off(kind: BrokerKind) {
     desk.stop().await;
 }
 
-/// `bonker-agent --forget` clears every retained discovery, status and health topic of the desk.
+/// `bonker-agent --forget` clears every retained discovery, last bonk, status and health topic of
+/// the desk.
 async fn forget_clears_everything(kind: BrokerKind) {
     let broker = TestBroker::start(kind);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -387,12 +409,18 @@ async fn forget_clears_everything(kind: BrokerKind) {
     let desk = TestDesk::start(s).await;
     let mut ha = common::probe(&broker.url(), &[DISCOVERY]).await;
     discovery(&mut ha, 9).await;
+    let mut last_bonk = common::probe(&broker.url(), &["bonker/desk/alice/last_bonk"]).await;
+    common::probe(&broker.url(), &[])
+        .await
+        .publish("bonker/desk/alice/bonk", "wiggle", false)
+        .await;
+    last_bonk.next().await;
     desk.stop().await;
     let mut retained = common::probe(&broker.url(), &["bonker/desk/alice/+"]).await;
     assert_eq!(
-        retained.take(2).await.len(),
-        2,
-        "{kind}: status and health are retained"
+        retained.take(3).await.len(),
+        3,
+        "{kind}: status, health and the last bonk are retained"
     );
 
     let binary = env!("CARGO_BIN_EXE_bonker-agent");
@@ -414,7 +442,7 @@ async fn forget_clears_everything(kind: BrokerKind) {
         "{kind}: {stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(stdout.lines().count(), 12, "{kind}: {stdout}");
+    assert_eq!(stdout.lines().count(), 13, "{kind}: {stdout}");
 
     // A new subscriber to everything finds only a sentinel retained after --forget.
     let sentinel = common::probe(&broker.url(), &[]).await;
@@ -499,7 +527,11 @@ async fn everything_works_under_the_documented_acl() {
     .await;
     let mut ha = common::probe_with(
         &broker.url(),
-        &[DISCOVERY, "bonker/desk/alice/ack"],
+        &[
+            DISCOVERY,
+            "bonker/desk/alice/ack",
+            "bonker/desk/alice/last_bonk",
+        ],
         home_assistant.clone(),
     )
     .await;
@@ -527,6 +559,9 @@ async fn everything_works_under_the_documented_acl() {
         (event_type.as_str(), attributes["bonk_id"].as_str()),
         ("info", Some("from-a-script"))
     );
+    // The "Last bonk" sensors' topic is the desk's to write.
+    ha.next_on(|m| m.topic.ends_with("/last_bonk") && m.json()["bonk_id"] == "from-a-script")
+        .await;
     desk.stop().await;
 }
 

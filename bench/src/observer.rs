@@ -213,6 +213,6 @@ fn interpret(topics: &Topics, topic: &str, payload: &[u8], at: Instant) -> Optio
                 at,
             })
         }
-        Route::DeskBonk(_) | Route::Health(_) => None,
+        Route::DeskBonk(_) | Route::Health(_) | Route::LastBonk(_) => None,
     }
 }

@@ -249,7 +249,7 @@ fn describe(
             "{time}  desk {desk} is {}",
             String::from_utf8_lossy(&message.payload)
         )),
-        Route::Health(_) => None,
+        Route::Health(_) | Route::LastBonk(_) => None,
     }
 }
 

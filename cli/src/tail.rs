@@ -48,6 +48,7 @@ pub(crate) fn render(topics: &Topics, message: &Received, json: bool) -> Option<
             Route::Ack(_) => "ack",
             Route::Status(_) => "status",
             Route::Health(_) => "health",
+            Route::LastBonk(_) => "last_bonk",
         };
         let line = serde_json::json!({"kind": kind, "topic": message.topic, "payload": payload});
         return Some(terminal::json(&line.to_string()).into_owned());
@@ -98,7 +99,7 @@ pub(crate) fn render(topics: &Topics, message: &Received, json: bool) -> Option<
                 .unwrap_or("(cleared)");
             format!("{time} DESK {:<20} {status}", desk.as_str())
         }
-        Route::Health(_) => return None,
+        Route::Health(_) | Route::LastBonk(_) => return None,
     };
     Some(line)
 }

@@ -9,8 +9,12 @@
 //!
 //! The sensors read the desk's retained health report ([`crate::Health`]) through value
 //! templates, so there is no second set of state topics to keep in step with it: the health topic
-//! is the state. A template renders `None` when a value is missing (no bonk yet, no thermometer),
-//! which Home Assistant shows as "unknown". The bonk event entity reads the desk's ack topic the
+//! is the state. The two "Last bonk" sensors are the exception: before the first bonk they have
+//! nothing to show, and every Home Assistant release before 2025 logs a warning for a timestamp
+//! sensor whose template renders `None` (and shows the text `None` in a plain one). So they read
+//! the desk's retained `last_bonk` topic — the ack of its last performed bonk — which holds
+//! nothing until there is one: Home Assistant shows "unknown" and logs nothing, on old releases
+//! and new. The bonk event entity reads the desk's ack topic the
 //! same way: its template turns each `bonked` ack into an event whose type is the severity and
 //! ignores the other outcomes. There is no topic of its own: a separate event message per bonk
 //! would cost every broker a message per bonk per desk, and rumqttd matches a topic that nobody
@@ -186,11 +190,12 @@ pub fn all_discovery_topics(discovery_prefix: &Prefix, desk: &DeskId) -> Vec<Str
 }
 
 const TEMPLATE_BONKS: &str = "{{ value_json.bonks_total }}";
-const TEMPLATE_LAST_BONK: &str = "{{ value_json.last_bonk_at | default('None') }}";
-const TEMPLATE_LAST_BONKED: &str = "{% if value_json.last_bonk_namespace is defined and \
-value_json.last_bonk_pod is defined %}{{ value_json.last_bonk_namespace }}/{{ value_json.last_bonk_pod }}\
-{% elif value_json.last_bonk_namespace is defined %}{{ value_json.last_bonk_namespace }}\
-{% elif value_json.last_bonk_pod is defined %}{{ value_json.last_bonk_pod }}{% else %}None{% endif %}";
+/// When the last bonk finished, from its ack on the `last_bonk` topic.
+const TEMPLATE_LAST_BONK: &str = "{{ value_json.finished_at }}";
+/// `namespace/pod` of the last bonk, whichever of the two it had, or `this desk` for a bonk sent
+/// to the desk alone.
+const TEMPLATE_LAST_BONKED: &str = "{{ [value_json.namespace | default(''), \
+value_json.pod | default('')] | select | join('/') or 'this desk' }}";
 const TEMPLATE_STARTED: &str = "{{ value_json.started_at }}";
 const TEMPLATE_SOC_TEMPERATURE: &str = "{{ value_json.soc_temp_c | default('None') }}";
 const TEMPLATE_SERVO: &str = "{{ value_json.servo.state }}";
@@ -204,6 +209,7 @@ impl DeskDevice<'_> {
     /// The discovery messages for this desk, in a stable order.
     pub fn discovery(&self) -> Vec<Discovery> {
         let health = self.topics.desk_health(self.desk);
+        let last_bonk = self.topics.desk_last_bonk(self.desk);
         let mut messages = vec![
             self.entity(
                 Component::Button,
@@ -263,7 +269,7 @@ impl DeskDevice<'_> {
                 json!({
                     "name": "Last bonk",
                     "device_class": "timestamp",
-                    "state_topic": health,
+                    "state_topic": last_bonk,
                     "value_template": TEMPLATE_LAST_BONK,
                     "qos": 1,
                 }),
@@ -274,7 +280,7 @@ impl DeskDevice<'_> {
                 json!({
                     "name": "Last bonked",
                     "icon": "mdi:kubernetes",
-                    "state_topic": health,
+                    "state_topic": last_bonk,
                     "value_template": TEMPLATE_LAST_BONKED,
                     "qos": 1,
                 }),

@@ -7,6 +7,7 @@
 //! | `<prefix>/desk/<desk>/ack`     | agent, one per bonk received      | 1 / no         |
 //! | `<prefix>/desk/<desk>/status`  | agent; last will `offline`        | 1 / retained   |
 //! | `<prefix>/desk/<desk>/health`  | agent, on connect and periodically| 1 / retained   |
+//! | `<prefix>/desk/<desk>/last_bonk` | agent, the last `bonked` ack (Home Assistant on) | 1 / retained |
 //!
 //! Topics are built only from validated names ([`Namespace`], [`DeskId`], [`Prefix`]), so a topic
 //! built here can never escape its level or contain a wildcard. [`Topics::route`] is the inverse:
@@ -44,12 +45,19 @@ pub const HEALTH_DELIVERY: Delivery = Delivery {
     qos: 1,
     retain: true,
 };
+/// A desk's last performed bonk: QoS 1, retained, so Home Assistant's "Last bonk" sensors read it
+/// after a restart — and have nothing to read (unknown) before the desk's first bonk.
+pub const LAST_BONK_DELIVERY: Delivery = Delivery {
+    qos: 1,
+    retain: true,
+};
 
 const BONK: &str = "bonk";
 const DESK: &str = "desk";
 const ACK: &str = "ack";
 const STATUS: &str = "status";
 const HEALTH: &str = "health";
+const LAST_BONK: &str = "last_bonk";
 
 /// Builds topics under one concrete prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -91,6 +99,12 @@ impl Topics {
     /// `<prefix>/desk/<desk>/health`: the desk's health report, retained.
     pub fn desk_health(&self, desk: &DeskId) -> String {
         self.desk_topic(desk, HEALTH)
+    }
+
+    /// `<prefix>/desk/<desk>/last_bonk`: the ack of the desk's last performed bonk, retained;
+    /// absent until its first bonk.
+    pub fn desk_last_bonk(&self, desk: &DeskId) -> String {
+        self.desk_topic(desk, LAST_BONK)
     }
 
     fn desk_topic(&self, desk: &DeskId, leaf: &str) -> String {
@@ -181,6 +195,8 @@ pub enum Route {
     Status(DeskId),
     /// A desk's health.
     Health(DeskId),
+    /// A desk's last performed bonk.
+    LastBonk(DeskId),
 }
 
 fn route_suffix(rest: &str) -> Option<Route> {
@@ -194,6 +210,7 @@ fn route_suffix(rest: &str) -> Option<Route> {
                 ACK => Some(Route::Ack(desk)),
                 STATUS => Some(Route::Status(desk)),
                 HEALTH => Some(Route::Health(desk)),
+                LAST_BONK => Some(Route::LastBonk(desk)),
                 _ => None,
             }
         }
@@ -229,6 +246,10 @@ mod tests {
         assert_eq!(
             topics.desk_health(&desk("alice")),
             "bonker/desk/alice/health"
+        );
+        assert_eq!(
+            topics.desk_last_bonk(&desk("alice")),
+            "bonker/desk/alice/last_bonk"
         );
         assert_eq!(topics.all_acks(), "bonker/desk/+/ack");
         assert_eq!(topics.all_statuses(), "bonker/desk/+/status");
@@ -269,7 +290,11 @@ mod tests {
         );
         assert_eq!(
             topics.route(&topics.desk_health(&d)),
-            Some(Route::Health(d))
+            Some(Route::Health(d.clone()))
+        );
+        assert_eq!(
+            topics.route(&topics.desk_last_bonk(&d)),
+            Some(Route::LastBonk(d))
         );
         assert_eq!(topics.route("bonker/bonk/Bad_NS"), None);
         assert_eq!(topics.route("bonker/desk/alice/other"), None);

@@ -45,8 +45,8 @@ pub struct Args {
     #[arg(long, env = "BONKER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Clear this desk's retained Home Assistant discovery, status and health topics and its
-    /// persistent session on the broker, then exit. Stop the desk's agent first.
+    /// Clear this desk's retained Home Assistant discovery, last bonk, status and health topics
+    /// and its persistent session on the broker, then exit. Stop the desk's agent first.
     #[arg(long)]
     pub forget: bool,
 

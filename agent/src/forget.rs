@@ -20,15 +20,29 @@ use crate::config::AgentConfig;
 /// How long `--forget` may take in all.
 const FORGET_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Every retained topic a desk may have published: its Home Assistant discovery configs (under
-/// the configured discovery prefix, whether discovery is enabled now or not), its last bonk, health
-/// and status.
+/// Between clearing the discovery configs and clearing the topics the entities read: Home
+/// Assistant removes an entity a little after its config is cleared, and an entity still there
+/// when its state topic is cleared renders its template on the empty message and logs an error.
+const HOME_ASSISTANT_GRACE: Duration = Duration::from_secs(2);
+
+/// Every retained topic a desk may have published, in the order they are cleared: its Home
+/// Assistant discovery configs (under the configured discovery prefix, whether discovery is
+/// enabled now or not), then its last bonk, health and status.
 pub fn retained_topics(config: &AgentConfig) -> Vec<String> {
-    let mut topics = ha::all_discovery_topics(&config.discovery_prefix, &config.desk);
-    topics.push(config.topics.desk_last_bonk(&config.desk));
-    topics.push(config.topics.desk_health(&config.desk));
-    topics.push(config.topics.desk_status(&config.desk));
+    let (mut topics, state) = topic_groups(config);
+    topics.extend(state);
     topics
+}
+
+/// (discovery configs, the topics their entities read).
+fn topic_groups(config: &AgentConfig) -> (Vec<String>, Vec<String>) {
+    let discovery = ha::all_discovery_topics(&config.discovery_prefix, &config.desk);
+    let state = vec![
+        config.topics.desk_last_bonk(&config.desk),
+        config.topics.desk_health(&config.desk),
+        config.topics.desk_status(&config.desk),
+    ];
+    (discovery, state)
 }
 
 /// Clears every retained topic of the desk and waits until the broker acknowledged each clear.
@@ -40,37 +54,54 @@ pub async fn forget(config: &AgentConfig) -> anyhow::Result<Vec<String>> {
 }
 
 async fn clear(config: &AgentConfig) -> anyhow::Result<Vec<String>> {
-    let topics = retained_topics(config);
+    let (discovery, state) = topic_groups(config);
+    let total = discovery.len() + state.len();
     let mut options = config
         .mqtt
         .options(&config.client_id())
         .context("MQTT settings")?;
     options.set_clean_session(true);
-    let (client, mut event_loop) = AsyncClient::new(options, topics.len() + 1);
+    let (client, mut event_loop) = AsyncClient::new(options, total + 1);
     tune_event_loop(&mut event_loop, &config.mqtt);
-    for topic in &topics {
-        client
-            .try_publish(topic.clone(), qos(STATUS_DELIVERY), true, Vec::<u8>::new())
-            .context("queue a clearing publish")?;
-    }
+    let clear_all = |topics: &[String]| {
+        topics.iter().try_for_each(|topic| {
+            client
+                .try_publish(topic.clone(), qos(STATUS_DELIVERY), true, Vec::<u8>::new())
+                .context("queue a clearing publish")
+        })
+    };
+    clear_all(&discovery)?;
+    let grace = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(grace);
+    let mut in_grace = false;
     let mut acknowledged = 0;
     loop {
-        let event = event_loop
-            .poll()
-            .await
-            .with_context(|| format!("MQTT connection to {}", config.mqtt.url))?;
-        match event {
-            Event::Incoming(Incoming::PubAck(_)) => {
-                acknowledged += 1;
-                if acknowledged == topics.len() {
-                    client.try_disconnect().context("queue DISCONNECT")?;
+        tokio::select! {
+            event = event_loop.poll() => {
+                let event =
+                    event.with_context(|| format!("MQTT connection to {}", config.mqtt.url))?;
+                match event {
+                    Event::Incoming(Incoming::PubAck(_)) => {
+                        acknowledged += 1;
+                        if acknowledged == discovery.len() {
+                            grace.as_mut().reset(tokio::time::Instant::now() + HOME_ASSISTANT_GRACE);
+                            in_grace = true;
+                        }
+                        if acknowledged == total {
+                            client.try_disconnect().context("queue DISCONNECT")?;
+                        }
+                    }
+                    Event::Outgoing(Outgoing::Disconnect) => {
+                        crate::link::wait_for_close(&mut event_loop).await;
+                        return Ok(discovery.into_iter().chain(state).collect());
+                    }
+                    _ => {}
                 }
             }
-            Event::Outgoing(Outgoing::Disconnect) => {
-                crate::link::wait_for_close(&mut event_loop).await;
-                return Ok(topics);
+            () = &mut grace, if in_grace => {
+                in_grace = false;
+                clear_all(&state)?;
             }
-            _ => {}
         }
     }
 }

@@ -13,6 +13,8 @@
 //!   that serves kube-state-metrics, cAdvisor and node-exporter series;
 //! - [`proxy::RoundRobinProxy`]: a Kubernetes Service in miniature, in front of gateway replicas;
 //! - [`tls::TestCa`]: a throw-away CA and server certificate for TLS tests;
+//! - [`homeassistant::TestHomeAssistant`]: a real Home Assistant with its MQTT integration on the
+//!   test broker, its entities' states streamed back over MQTT;
 //! - [`guides`]: the configuration the user guides recommend, read from `docs/`;
 //! - [`measure`]: resident memory of child processes, for soak and bad-input tests;
 //! - [`process`]: locating the workspace's binaries and running them as children that are killed
@@ -24,6 +26,7 @@ pub mod alertmanager;
 pub mod broker;
 pub mod fleet;
 pub mod guides;
+pub mod homeassistant;
 pub mod measure;
 pub mod probe;
 pub mod process;

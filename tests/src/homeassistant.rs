@@ -25,9 +25,11 @@ const STATESTREAM_BASE: &str = "hass";
 /// How long Home Assistant may take to start or stop on a slow machine.
 const START_DEADLINE: Duration = Duration::from_secs(90);
 
-/// Home Assistant's `hass`: `$BONKER_HASS`, or where `scripts/install-homeassistant` puts it.
+/// Home Assistant's `hass`: `$HASS_BINARY` (another release, to check by hand), or where
+/// `scripts/install-homeassistant` puts it. (Not a `BONKER_…` variable: every program warns about
+/// those it does not know.)
 pub fn hass_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("BONKER_HASS") {
+    if let Some(path) = std::env::var_os("HASS_BINARY") {
         return PathBuf::from(path);
     }
     let tools = std::env::var_os("BONKER_TOOLS_DIR")

@@ -6,6 +6,8 @@
 //! | `POST /bonk`          | yes  | a manual bonk (JSON body or query string)                |
 //! | `GET /api/desks`      | yes  | the fleet view                                           |
 //! | `GET /api/bonks/{id}` | yes  | which desks acked a bonk, how and how fast               |
+//! | `GET /api/events`     | yes  | the fleet page's live stream (Server-Sent Events)        |
+//! | `GET /`, `/app.js`, `/app.css` | yes | the fleet page (`page`)                        |
 //! | `GET /healthz`        | no   | the process is alive                                     |
 //! | `GET /readyz`         | no   | connected to the MQTT broker                             |
 //! | `GET /metrics`        | no   | Prometheus (OpenMetrics text)                            |
@@ -34,6 +36,7 @@ use tracing::Instrument;
 use crate::AppState;
 use crate::alertmanager::{NamespaceFallback, Notification};
 use crate::error::ApiError;
+use crate::fleet::Target;
 use crate::metrics::{BonkLabels, MergeLabels};
 use crate::mqtt::{OutgoingBonk, PublishError, lock};
 use crate::recall::Verdict;
@@ -66,8 +69,16 @@ pub fn app(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             request_deadline,
         ));
+    // The page's routes have no body to wait for, and its stream lasts as long as the page.
+    let page = Router::new()
+        .route("/", get(crate::page::index))
+        .route("/app.js", get(crate::page::script))
+        .route("/app.css", get(crate::page::style))
+        .route("/api/events", get(crate::page::events))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_auth));
     Router::new()
         .merge(authenticated)
+        .merge(page)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -235,7 +246,11 @@ async fn deliver(state: &AppState, notification: Notification) -> Result<Webhook
                 Verdict::Fresh => None,
                 Verdict::Duplicate => fleet.merged_into(id).cloned(),
                 Verdict::Merged(earlier) => {
-                    fleet.record_merge(id.clone(), earlier.id.clone());
+                    fleet.record_merged_alert(
+                        &planned.bonk,
+                        Target::Namespace(planned.topic_namespace.to_string()),
+                        earlier.id.clone(),
+                    );
                     recall.merged(&planned.bonk, now);
                     metrics
                         .alerts_merged

@@ -13,6 +13,7 @@
 //!   that serves kube-state-metrics, cAdvisor and node-exporter series;
 //! - [`proxy::RoundRobinProxy`]: a Kubernetes Service in miniature, in front of gateway replicas;
 //! - [`tls::TestCa`]: a throw-away CA and server certificate for TLS tests;
+//! - [`sse::SseStream`]: a Server-Sent Events reader that splits a stream as a browser does;
 //! - [`guides`]: the configuration the user guides recommend, read from `docs/`;
 //! - [`measure`]: resident memory of child processes, for soak and bad-input tests;
 //! - [`process`]: locating the workspace's binaries and running them as children that are killed
@@ -29,6 +30,7 @@ pub mod probe;
 pub mod process;
 pub mod prometheus;
 pub mod proxy;
+pub mod sse;
 pub mod tls;
 
 pub use alertmanager::{AlertmanagerOptions, TestAlertmanager};
@@ -37,6 +39,7 @@ pub use fleet::{AgentProcess, GatewayProcess};
 pub use probe::{Message, Probe, ProbeOptions};
 pub use process::{ChildProcess, binary, free_port};
 pub use proxy::{RoundRobinProxy, StallableLink};
+pub use sse::{SseEvent, SseStream};
 pub use tls::TestCa;
 
 /// The default deadline for awaiting a message or a state: generous, because CI machines are

@@ -7,6 +7,11 @@
   const MAX_BONKS = 100;
   const FULL_RETRY_MS = 30000;
   const $ = (id) => document.getElementById(id);
+  // Relative to the page (it may sit under a proxy's path) but without the credentials a page
+  // opened as user:password@host carries in its URL: fetch refuses such URLs, and the browser
+  // sends the credentials it was given anyway.
+  const base = location.origin + location.pathname;
+  const url = (path) => new URL(path, base).href;
   const desks = new Map(); // desk name -> desk view
   let bonks = []; // feed bonks, newest first
   let source = null;
@@ -162,7 +167,7 @@
     const result = $('bonk-result');
     result.textContent = 'sending…';
     try {
-      const response = await fetch('bonk', {
+      const response = await fetch(url('bonk'), {
         method: 'POST',
         headers: { 'Content-Type': 'application/json' },
         body: JSON.stringify(request),
@@ -190,7 +195,7 @@
   }
 
   function connect() {
-    source = new EventSource('api/events');
+    source = new EventSource(url('api/events'));
     source.onopen = () => setConnection('live', 'ok');
     source.onerror = () => {
       if (source.readyState === EventSource.CLOSED) {

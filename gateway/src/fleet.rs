@@ -212,21 +212,27 @@ impl Fleet {
     }
 
     /// [`Fleet::record_merge`] for an alert whose bonk would have gone to `target`: the feed shows
-    /// it with the bonk it was merged into.
+    /// it with the bonk it was merged into (whose desks reacted; this one expects none).
     pub fn record_merged_alert(&mut self, bonk: &Bonk, target: Target, into: BonkId) {
         self.record_merge(bonk.id.clone(), into);
-        self.add_to_feed(bonk, target, Utc::now());
+        self.add_to_feed(bonk, target, Vec::new(), Utc::now());
     }
 
     /// Records a bonk seen on the broker on `target`'s topic (anyone's, this gateway's own too):
     /// the desks' acks of it are kept and the feed shows it.
     pub fn record_bonk(&mut self, bonk: &Bonk, target: Target, now: DateTime<Utc>) {
         self.bonk_entry(bonk.id.clone());
-        self.add_to_feed(bonk, target, now);
+        let expected = self.expected_desks(&target);
+        self.add_to_feed(bonk, target, expected, now);
     }
 
-    fn add_to_feed(&mut self, bonk: &Bonk, target: Target, now: DateTime<Utc>) {
-        let expected = self.expected_desks(&target);
+    fn add_to_feed(
+        &mut self,
+        bonk: &Bonk,
+        target: Target,
+        expected: Vec<DeskId>,
+        now: DateTime<Utc>,
+    ) {
         let Some(record) = self.bonks.get_mut(&bonk.id) else {
             return;
         };

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bonker_protocol::BonkId;
+use bonker_protocol::{Bonk, BonkId, Detector, Kill, Severity, Source};
 use bonker_tests::{AgentProcess, BrokerKind, ChildProcess, GatewayProcess, Probe, TestBroker};
+use chrono::Utc;
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;
@@ -127,6 +128,16 @@ fn errors(log: &[Value], allowed: impl Fn(&str) -> bool) -> Vec<String> {
 }
 
 fn notification(fingerprint: &str, namespace: &str, pod: &str, summary: &str) -> Value {
+    notification_at(fingerprint, namespace, pod, summary, STARTS_AT)
+}
+
+fn notification_at(
+    fingerprint: &str,
+    namespace: &str,
+    pod: &str,
+    summary: &str,
+    starts_at: &str,
+) -> Value {
     json!({
         "version": "4",
         "groupKey": "{}:{alertname=\"OOMKilled\"}",
@@ -140,9 +151,9 @@ fn notification(fingerprint: &str, namespace: &str, pod: &str, summary: &str) ->
         "alerts": [{
             "status": "firing",
             "labels": {"alertname": "OOMKilled", "severity": "critical", "namespace": namespace,
-                       "pod": pod, "container": "app"},
+                       "pod": pod, "container": "app", "reason": "OOMKilled"},
             "annotations": {"summary": summary},
-            "startsAt": STARTS_AT,
+            "startsAt": starts_at,
             "endsAt": "0001-01-01T00:00:00Z",
             "generatorURL": "http://prometheus:9090/graph",
             "fingerprint": fingerprint,
@@ -298,6 +309,75 @@ async fn the_page_follows_the_fleet_live(kind: BrokerKind) {
         .wait_for("#desks tr.offline[data-desk=\"carol\"][data-status=\"offline\"]")
         .await;
 
+    // The watcher saw a kill first; the alert for it is merged into the watcher's bonk, and the
+    // feed says so.
+    let killed_at = Utc::now() - chrono::Duration::seconds(5);
+    let mut bonk = Bonk::new(Source::Watcher, Severity::Critical);
+    bonk.namespace = Some("payments".into());
+    bonk.pod = Some("api-oom".into());
+    bonk.container = Some("app".into());
+    bonk.node = Some("node-a".into());
+    bonk.summary = Some("the kernel killed api-oom".into());
+    let mut kill = Kill::new(Detector::Kernel, killed_at);
+    kill.namespace = bonk.namespace.clone();
+    kill.pod = bonk.pod.clone();
+    kill.container = bonk.container.clone();
+    kill.node = bonk.node.clone();
+    bonk.kill = Some(kill);
+    Probe::connect(&url, &[])
+        .await
+        .publish("bonker/bonk/payments", bonk.to_json(), false)
+        .await;
+    browser
+        .wait_for(&format!(
+            "#feed li[data-id=\"{}\"] [data-desk=\"alice\"][data-outcome=\"bonked\"]",
+            bonk.id
+        ))
+        .await;
+    let starts_at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let alert = BonkId::for_alert("fp-oom", &starts_at).to_string();
+    post_webhook(
+        &gateway,
+        &notification_at(
+            "fp-oom",
+            "payments",
+            "api-oom",
+            "api-oom was OOMKilled",
+            &starts_at,
+        ),
+    )
+    .await;
+    browser
+        .wait_for(&format!(
+            "#feed li.merged[data-id=\"{alert}\"] .merged-into"
+        ))
+        .await;
+    let merged = browser
+        .js(&format!(
+            "return document.querySelector('#feed li[data-id=\"{alert}\"] .merged-into').textContent;"
+        ))
+        .await;
+    // Its desks reacted to the watcher's bonk; the merged alert waits for nobody.
+    let waiting = browser
+        .js(&format!(
+            "return document.querySelectorAll('#feed li[data-id=\"{alert}\"] [data-outcome]').length;"
+        ))
+        .await;
+    assert_eq!(waiting, 0);
+    let short = &bonk.id.to_string()[..8];
+    assert!(
+        merged.as_str().is_some_and(|text| text.contains(short)),
+        "{merged}"
+    );
+
+    if kind == BrokerKind::Bonker
+        && let Some(path) = std::env::var_os("BONKER_SCREENSHOT")
+    {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
+        let png = browser.client.screenshot().await.expect("a screenshot");
+        std::fs::write(&path, png).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+
     // The gateway restarts on the same port; the page reconnects by itself. SIGTERM: an open
     // page must not hold up a shutdown (its stream ends, cleanly).
     let port = gateway.port();
@@ -337,14 +417,6 @@ async fn the_page_follows_the_fleet_live(kind: BrokerKind) {
         message.contains("api/events") && message.contains("ERR_CONNECTION_REFUSED")
     });
     assert_eq!(unexpected, Vec::<String>::new(), "{log:?}");
-
-    if kind == BrokerKind::Bonker
-        && let Some(path) = std::env::var_os("BONKER_SCREENSHOT")
-    {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
-        let png = browser.client.screenshot().await.expect("a screenshot");
-        std::fs::write(&path, png).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    }
     let _ = browser.client.close().await;
 }
 

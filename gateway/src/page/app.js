@@ -16,6 +16,25 @@
   let bonks = []; // feed bonks, newest first
   let source = null;
 
+  // Rows are rebuilt only when what they show changed, so a button does not vanish under a
+  // pointer because another desk reported.
+  const built = { desks: new Map(), feed: new Map() };
+
+  function place(parent, cache, items, key, build) {
+    const nodes = items.map((item) => {
+      const k = key(item);
+      const old = cache.get(k.id);
+      if (old && old.key === k.key) return old.node;
+      const node = build(item);
+      cache.set(k.id, { key: k.key, node });
+      return node;
+    });
+    const shown = new Set(items.map((item) => key(item).id));
+    for (const id of cache.keys()) if (!shown.has(id)) cache.delete(id);
+    const same = nodes.length === parent.children.length && nodes.every((n, i) => parent.children[i] === n);
+    if (!same) parent.replaceChildren(...nodes);
+  }
+
   function el(tag, text, className) {
     const node = document.createElement(tag);
     if (text !== undefined && text !== null) node.textContent = String(text);
@@ -105,7 +124,9 @@
       .filter((desk) => !filter || watches(desk, filter))
       // Offline desks first: they are the ones to look at.
       .sort((a, b) => (a.online - b.online) || a.desk.localeCompare(b.desk));
-    $('desks').tBodies[0].replaceChildren(...shown.map(deskRow));
+    place($('desks').tBodies[0], built.desks, shown,
+      (desk) => ({ id: desk.desk, key: JSON.stringify(desk) + ago(desk.status_since) + ago(desk.last_bonk_at) }),
+      deskRow);
     const online = [...desks.values()].filter((d) => d.online).length;
     $('desk-count').textContent = online + ' of ' + desks.size + ' online';
     $('no-desks').hidden = desks.size > 0;
@@ -153,7 +174,10 @@
     const filter = $('ns-filter').value;
     const shown = bonks.filter((b) => !filter || b.namespace === filter || b.target.namespace === filter ||
       (b.target.desk !== undefined && desks.has(b.target.desk) && watches(desks.get(b.target.desk), filter)));
-    $('feed').replaceChildren(...shown.map(feedItem));
+    place($('feed'), built.feed, shown, (bonk) => ({
+      id: bonk.id,
+      key: JSON.stringify(bonk) + (bonks.some((b) => b.id === bonk.merged_into) ? '+' : ''),
+    }), feedItem);
     $('no-bonks').hidden = bonks.length > 0;
   }
 

@@ -137,6 +137,24 @@ pub struct ManualBonkReply {
 }
 
 async fn require_auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.method() == Method::POST && sent_for_another_site(request.headers()) {
+        let path = request.uri().path();
+        match path {
+            "/webhook" => state.metrics().webhook("forbidden"),
+            "/bonk" => state.metrics().manual_bonk("forbidden"),
+            _ => {}
+        }
+        tracing::info!(
+            path,
+            "refused a request a browser sent for another site's page"
+        );
+        return ApiError::Forbidden(
+            "a browser sent this request for another site's page (Sec-Fetch-Site); bonk from \
+             the fleet page itself, or from a client that is not a browser"
+                .to_owned(),
+        )
+        .into_response();
+    }
     let credentials = &state.settings().credentials;
     match credentials.check(request.headers()) {
         Ok(()) => next.run(request).await,
@@ -535,6 +553,18 @@ async fn manual_bonk_inner(
             "the bonk was not published".to_owned(),
         )),
     }
+}
+
+/// True when a browser says it sends the request for a page of another origin. A browser that
+/// holds basic auth credentials for the gateway sends them with any site's form posts; the fleet
+/// page's own requests are `same-origin`, and clients that are not browsers send no such header.
+/// Checked on the header browsers set themselves (not `Origin` against `Host`), so it holds behind
+/// a reverse proxy that rewrites `Host`.
+fn sent_for_another_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|site| !matches!(site.trim(), "same-origin" | "none"))
 }
 
 /// True for `application/json` and `application/<something>+json`.

@@ -21,12 +21,13 @@ const LATENCY_BUCKETS_S: [f64; 13] = [
 ];
 
 /// The outcomes of `POST /webhook` and `POST /bonk`.
-const HTTP_OUTCOMES: [&str; 6] = [
+const HTTP_OUTCOMES: [&str; 7] = [
     "ok",
     "bad_request",
     "unsupported_media_type",
     "payload_too_large",
     "unauthorized",
+    "forbidden",
     "unavailable",
 ];
 /// Why a publish fails (see `mqtt::PublishError`).
@@ -50,7 +51,7 @@ const IGNORED_DESK_MESSAGE_REASONS: [&str; 5] = [
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     /// `ok`, `bad_request`, `unsupported_media_type`, `payload_too_large`, `unauthorized`,
-    /// `unavailable`.
+    /// `forbidden`, `unavailable`.
     pub outcome: &'static str,
 }
 
@@ -169,7 +170,7 @@ impl Metrics {
         registry.register(
             "webhooks",
             "POST /webhook requests by outcome (ok, bad_request, unsupported_media_type, \
-             payload_too_large, unauthorized, unavailable)",
+             payload_too_large, unauthorized, forbidden, unavailable)",
             webhooks.clone(),
         );
         let manual_bonks = Family::<OutcomeLabels, Counter>::default();

@@ -263,7 +263,51 @@ async fn the_page_and_its_stream_need_the_credentials(kind: BrokerKind) {
     assert_eq!(SseStream::new(stream).next().await.event, "snapshot");
 }
 
+/// A browser holding the gateway's credentials sends them with any site's form posts; a bonk a
+/// browser sends for another site's page is refused, the page's own goes through.
+async fn bonks_sent_for_another_sites_page_are_refused(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let gateway = GatewayProcess::start(&broker.url(), &[]).await;
+    let http = reqwest::Client::new();
+    let bonk = |site: &'static str| {
+        http.post(format!(
+            "{}/bonk?namespace=payments&severity=info",
+            gateway.url()
+        ))
+        .header("sec-fetch-site", site)
+        .send()
+    };
+    for site in ["cross-site", "same-site"] {
+        let response = bonk(site).await.expect("POST /bonk");
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{site}");
+        let body: Value = response.json().await.expect("a JSON reason");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("Sec-Fetch-Site")),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        bonk("same-origin").await.expect("POST").status(),
+        StatusCode::OK
+    );
+    let metrics = http
+        .get(format!("{}/metrics", gateway.url()))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("bonker_gateway_manual_bonks_total{outcome=\"forbidden\"} 2"),
+        "{metrics}"
+    );
+}
+
 bonker_tests::for_both_brokers!(
+    bonks_sent_for_another_sites_page_are_refused,
     the_stream_is_a_snapshot_then_every_change,
     streams_past_the_cap_are_refused_until_one_closes,
     the_page_and_its_stream_need_the_credentials,

@@ -295,25 +295,22 @@ impl Fleet {
     }
 
     /// A new stream of changes, with the state it starts from: taken together under the fleet's
-    /// lock, so the stream misses nothing the snapshot lacks.
-    pub fn subscribe(&self) -> (tokio::sync::broadcast::Receiver<Arc<Event>>, Event) {
+    /// lock, so the stream misses nothing the snapshot lacks. Serialise the snapshot
+    /// ([`Snapshot::into_event`]) after letting go of the lock.
+    pub fn subscribe(&self) -> (tokio::sync::broadcast::Receiver<Arc<Event>>, Snapshot) {
         (self.events.subscribe(), self.snapshot())
     }
 
-    /// The whole state as a `snapshot` event: every desk, and the feed, oldest bonk first.
-    pub fn snapshot(&self) -> Event {
-        let snapshot = Snapshot {
+    /// The whole state: every desk, and the feed, oldest bonk first.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            id: self.events.last_id(),
             desks: self.desk_views(),
             bonks: self
                 .feed
                 .iter()
                 .filter_map(|id| feed_bonk(id, self.bonks.get(id)?))
                 .collect(),
-        };
-        Event {
-            id: self.events.last_id(),
-            kind: "snapshot",
-            data: serde_json::to_string(&snapshot).unwrap_or_else(|_| "null".to_owned()),
         }
     }
 
@@ -623,9 +620,25 @@ fn feed_bonk(id: &BonkId, record: &BonkRecord) -> Option<FeedBonk> {
 
 /// The fleet page's starting point: `snapshot` in [`crate::events`].
 #[derive(Debug, Serialize)]
-struct Snapshot {
-    desks: Vec<DeskView>,
-    bonks: Vec<FeedBonk>,
+pub struct Snapshot {
+    /// The id of the last change it includes.
+    #[serde(skip)]
+    pub id: u64,
+    /// Every desk.
+    pub desks: Vec<DeskView>,
+    /// The feed, oldest first.
+    pub bonks: Vec<FeedBonk>,
+}
+
+impl Snapshot {
+    /// The `snapshot` event.
+    pub fn into_event(self) -> Event {
+        Event {
+            id: self.id,
+            kind: "snapshot",
+            data: serde_json::to_string(&self).unwrap_or_else(|_| "null".to_owned()),
+        }
+    }
 }
 
 /// `desk_removed`: the desk's retained status was cleared (it was retired).
@@ -1041,7 +1054,7 @@ mod tests {
             .record_status(desk("bob"), b"offline", now)
             .expect("ok");
         let (mut events, snapshot) = fleet.subscribe();
-        assert_eq!(snapshot.kind, "snapshot");
+        assert_eq!(snapshot.into_event().kind, "snapshot");
         let mut bonk = Bonk::new(Source::Watcher, Severity::Critical);
         bonk.namespace = Some("payments".into());
         bonk.summary = Some("<script>x".repeat(100));
@@ -1072,7 +1085,7 @@ mod tests {
             .collect();
         assert_eq!(kinds, ["desk", "ack"]);
         let snapshot: serde_json::Value =
-            serde_json::from_str(&fleet.snapshot().data).expect("json");
+            serde_json::from_str(&fleet.snapshot().into_event().data).expect("json");
         assert_eq!(snapshot["bonks"][0]["desks"][0]["outcome"], "bonked");
         assert_eq!(snapshot["desks"].as_array().map(Vec::len), Some(2));
         // The feed keeps the last MAX_FEED bonks' details.

@@ -194,7 +194,7 @@ pub(crate) async fn events(State(state): State<AppState>) -> Result<Response, Ap
     let (receiver, snapshot) = lock(&fleet).subscribe();
     let stream = relay(Relay {
         receiver,
-        first: Some(snapshot),
+        first: Some(snapshot.into_event()),
         fleet,
         stop: state.stop_streams().clone(),
         _place: place,
@@ -242,7 +242,7 @@ fn relay(relay: Relay) -> impl Stream<Item = Result<sse::Event, Infallible>> {
                 );
                 let (receiver, snapshot) = lock(&relay.fleet).subscribe();
                 relay.receiver = receiver;
-                Some((Ok(wire(&snapshot)), relay))
+                Some((Ok(wire(&snapshot.into_event())), relay))
             }
             Err(RecvError::Closed) => None,
         }
@@ -258,7 +258,90 @@ fn wire(event: &Event) -> sse::Event {
 
 #[cfg(test)]
 mod tests {
+    use bonker_protocol::DeskId;
+    use futures_util::StreamExt;
+
     use super::*;
+
+    fn desk(name: &str) -> DeskId {
+        DeskId::new(name).expect("valid desk")
+    }
+
+    fn place() -> OwnedSemaphorePermit {
+        Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a free place")
+    }
+
+    /// The SSE text of one event, as axum writes it.
+    async fn text(event: sse::Event) -> String {
+        let stream = futures_util::stream::iter([Ok::<_, Infallible>(event)]);
+        let body = Sse::new(stream).into_response().into_body();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.expect("body");
+        String::from_utf8(bytes.to_vec()).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_falls_behind_gets_a_fresh_snapshot_and_goes_on() {
+        let fleet = Arc::new(Mutex::new(Fleet::default()));
+        let (receiver, snapshot) = lock(&fleet).subscribe();
+        let stream = relay(Relay {
+            receiver,
+            first: Some(snapshot.into_event()),
+            fleet: fleet.clone(),
+            stop: CancellationToken::new(),
+            _place: place(),
+            _open: crate::metrics::Metrics::new().event_streams_open_guard(),
+        });
+        tokio::pin!(stream);
+        let first = text(stream.next().await.expect("snapshot").expect("ok")).await;
+        assert!(
+            first.starts_with(
+                "event: snapshot\nid: 0\ndata: {\"desks\":[],\"bonks\":[]}\nretry: 2000\n"
+            ),
+            "{first}"
+        );
+        // More changes than the ring holds while this reader is not reading.
+        let now = chrono::Utc::now();
+        for n in 0..crate::events::EVENT_BUFFER + 20 {
+            let status: &[u8] = if n % 2 == 0 { b"online" } else { b"offline" };
+            lock(&fleet)
+                .record_status(desk("alice"), status, now)
+                .expect("ok");
+        }
+        let caught_up = text(stream.next().await.expect("an event").expect("ok")).await;
+        let last = (crate::events::EVENT_BUFFER + 20).to_string();
+        assert!(
+            caught_up.starts_with(&format!("event: snapshot\nid: {last}\n")),
+            "{caught_up}"
+        );
+        assert!(caught_up.contains("\"desk\":\"alice\""), "{caught_up}");
+        lock(&fleet)
+            .record_status(desk("bob"), b"online", now)
+            .expect("ok");
+        let next = text(stream.next().await.expect("an event").expect("ok")).await;
+        assert!(next.starts_with("event: desk\nid: "), "{next}");
+        assert!(next.contains("\"desk\":\"bob\""), "{next}");
+    }
+
+    #[tokio::test]
+    async fn streams_end_at_shutdown() {
+        let fleet = Arc::new(Mutex::new(Fleet::default()));
+        let stop = CancellationToken::new();
+        let (receiver, snapshot) = lock(&fleet).subscribe();
+        let stream = relay(Relay {
+            receiver,
+            first: Some(snapshot.into_event()),
+            fleet,
+            stop: stop.clone(),
+            _place: place(),
+            _open: crate::metrics::Metrics::new().event_streams_open_guard(),
+        });
+        tokio::pin!(stream);
+        assert!(stream.next().await.is_some());
+        stop.cancel();
+        assert!(stream.next().await.is_none());
+    }
 
     #[test]
     fn etags_are_quoted_hex_and_follow_the_content() {

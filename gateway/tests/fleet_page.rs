@@ -417,6 +417,24 @@ async fn the_page_follows_the_fleet_live(kind: BrokerKind) {
         message.contains("api/events") && message.contains("ERR_CONNECTION_REFUSED")
     });
     assert_eq!(unexpected, Vec::<String>::new(), "{log:?}");
+
+    // On a phone's width the page does not scroll sideways; only the desk table may.
+    browser
+        .client
+        .set_window_size(390, 844)
+        .await
+        .expect("a phone-sized window");
+    let fits = browser
+        .js("return [document.documentElement.scrollWidth, window.innerWidth];")
+        .await;
+    assert!(
+        fits[0].as_f64() <= fits[1].as_f64() && fits[1].as_f64() < Some(500.0),
+        "{fits}"
+    );
+    if let Some(path) = std::env::var_os("BONKER_PHONE_SCREENSHOT") {
+        let png = browser.client.screenshot().await.expect("a screenshot");
+        std::fs::write(&path, png).expect("write the screenshot");
+    }
     let _ = browser.client.close().await;
 }
 

@@ -91,7 +91,14 @@
     const row = el('tr', null, desk.online ? 'online' : 'offline');
     row.dataset.desk = desk.desk;
     row.dataset.status = desk.status;
-    row.append(el('td', desk.desk, 'name'));
+    // The button sits by the name so that it stays in view when a phone scrolls the table.
+    const name = el('td', null, 'name');
+    const identify = el('button', 'Identify', 'identify');
+    identify.type = 'button';
+    identify.title = 'a gentle wiggle of this desk\'s Tux only';
+    identify.addEventListener('click', () => send({ desk: desk.desk, severity: 'info', message: 'identify ' + desk.desk }));
+    name.append(el('span', desk.desk), ' ', identify);
+    row.append(name);
     const status = el('td');
     status.append(badge(desk.status), ' ', el('span', ago(desk.status_since), 'muted'));
     status.title = 'since ' + new Date(desk.status_since).toLocaleString();
@@ -108,13 +115,6 @@
     row.append(servoCell);
     row.append(el('td', health.agent_version || '—', 'wide'));
     row.append(el('td', health.soc_temp_c == null ? '—' : health.soc_temp_c.toFixed(1) + ' °C', 'wide'));
-    const actions = el('td');
-    const identify = el('button', 'Identify', 'identify');
-    identify.type = 'button';
-    identify.title = 'a gentle wiggle of this desk\'s Tux only';
-    identify.addEventListener('click', () => send({ desk: desk.desk, severity: 'info', message: 'identify ' + desk.desk }));
-    actions.append(identify);
-    row.append(actions);
     return row;
   }
 

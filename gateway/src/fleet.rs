@@ -575,12 +575,13 @@ fn desk_view(desk: &DeskId, record: &DeskRecord) -> DeskView {
 /// A feed bonk as the page shows it; `None` when it is not in the feed.
 fn feed_bonk(id: &BonkId, record: &BonkRecord) -> Option<FeedBonk> {
     let feed = record.feed.as_deref()?;
-    let acked = |desk: &DeskId| record.acks.iter().find(|a| &a.desk == desk);
+    // Up to 1,000 desks on each side: look up, never scan.
+    let acks: BTreeMap<&DeskId, &AckRecord> = record.acks.iter().map(|a| (&a.desk, a)).collect();
     let mut desks: Vec<FeedDesk> = feed
         .expected
         .iter()
         .map(|desk| {
-            let ack = acked(desk);
+            let ack = acks.get(desk);
             FeedDesk {
                 desk: desk.to_string(),
                 outcome: ack.map(|a| a.outcome),
@@ -594,7 +595,8 @@ fn feed_bonk(id: &BonkId, record: &BonkRecord) -> Option<FeedBonk> {
         record
             .acks
             .iter()
-            .filter(|a| !feed.expected.contains(&a.desk))
+            // `expected` is in name order (taken from the desks' map).
+            .filter(|a| feed.expected.binary_search(&a.desk).is_err())
             .map(|a| FeedDesk {
                 desk: a.desk.to_string(),
                 outcome: Some(a.outcome),

@@ -7,10 +7,13 @@
 //! | `GET /api/desks`      | yes  | the fleet view                                           |
 //! | `GET /api/bonks/{id}` | yes  | which desks acked a bonk, how and how fast               |
 //! | `GET /api/events`     | yes  | the fleet page's live stream (Server-Sent Events)        |
-//! | `GET /`, `/app.js`, `/app.css` | yes | the fleet page (`page`)                        |
+//! | `GET /`               | yes  | the fleet page (and its `/app.js`, `/app.css`)           |
 //! | `GET /healthz`        | no   | the process is alive                                     |
 //! | `GET /readyz`         | no   | connected to the MQTT broker                             |
 //! | `GET /metrics`        | no   | Prometheus (OpenMetrics text)                            |
+//!
+//! Authenticated posts that a browser sends for another site's page are refused (403) before the
+//! credentials are looked at (`sent_for_another_site`).
 //!
 //! A webhook is answered 200 only once the broker has acknowledged (QoS 1 PUBACK) every new bonk
 //! of the notification; otherwise 503 within `publish_timeout_ms`, and Alertmanager retries.

@@ -174,6 +174,7 @@ fn print_welcome(mqtt_url: &str, mqtt_port: u16, http_addr: SocketAddr) -> Resul
 bonker demo: a broker, a gateway and three desks with simulated servos
   broker   {mqtt_url}
   gateway  http://{host}   (webhook: POST /webhook, fleet: GET /api/desks, metrics: GET /metrics)
+  page     http://{host}/  the fleet page: open it in a browser to watch desks, bonks and acks live
   desks    alice watches payments, bob watches checkout, carol watches every namespace
 
 Try, from another terminal:

@@ -58,6 +58,11 @@ const MIN_PUBLISH_TIMEOUT_MS: u64 = 100;
 const MAX_PUBLISH_TIMEOUT_MS: u64 = 60_000;
 const MAX_DESK_RETURN_TIMEOUT_MS: u64 = 600_000;
 const MIN_MAX_BODY_BYTES: usize = 1024;
+/// Live event streams (open fleet pages) served at once by default.
+pub const DEFAULT_MAX_EVENT_STREAMS: usize = 32;
+/// At most this many: every stream holds one of the server's connections for as long as the page
+/// is open, and webhooks must always find one.
+const MAX_MAX_EVENT_STREAMS: usize = 256;
 const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// The gateway's configuration as written in `gateway.toml`, `BONKER_…` variables and flags.
@@ -82,6 +87,8 @@ pub struct GatewayConfig {
     pub desk_return_timeout_ms: u64,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Most fleet pages following `GET /api/events` at once; more get 503.
+    pub max_event_streams: usize,
     /// Run the bonker MQTT broker inside the gateway and connect to it.
     pub embedded_broker: bool,
     /// Where the embedded broker listens.
@@ -107,6 +114,7 @@ impl Default for GatewayConfig {
             publish_timeout_ms: DEFAULT_PUBLISH_TIMEOUT_MS,
             desk_return_timeout_ms: DEFAULT_DESK_RETURN_TIMEOUT_MS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
             embedded_broker: false,
             embedded_broker_listen: DEFAULT_EMBEDDED_BROKER_LISTEN,
             auth: AuthConfig::default(),
@@ -311,6 +319,8 @@ pub struct Settings {
     pub desk_return_timeout: Duration,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Most event streams served at once.
+    pub max_event_streams: usize,
     /// The embedded broker's listen address, when the gateway runs one.
     pub embedded_broker: Option<SocketAddr>,
     /// HTTP credentials (none: open).
@@ -333,6 +343,7 @@ impl fmt::Debug for GatewayConfig {
             .field("publish_timeout_ms", &self.publish_timeout_ms)
             .field("desk_return_timeout_ms", &self.desk_return_timeout_ms)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_event_streams", &self.max_event_streams)
             .field("embedded_broker", &self.embedded_broker)
             .field("embedded_broker_listen", &self.embedded_broker_listen)
             .field("auth", &self.auth)
@@ -352,6 +363,7 @@ impl fmt::Debug for Settings {
             .field("cluster", &self.cluster)
             .field("publish_timeout", &self.publish_timeout)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_event_streams", &self.max_event_streams)
             .field("embedded_broker", &self.embedded_broker)
             .field("credentials", &self.credentials)
             .field("dedupe", &self.dedupe)
@@ -424,6 +436,12 @@ impl GatewayConfig {
                 self.max_body_bytes
             )));
         }
+        if !(1..=MAX_MAX_EVENT_STREAMS).contains(&self.max_event_streams) {
+            return Err(invalid(format!(
+                "max_event_streams must be between 1 and {MAX_MAX_EVENT_STREAMS}, got {}",
+                self.max_event_streams
+            )));
+        }
         if self.dedupe.max_entries > 0 && self.dedupe.max_age_s == 0 {
             return Err(invalid(
                 "dedupe.max_age_s must be above 0 (set dedupe.max_entries = 0 to switch \
@@ -465,6 +483,7 @@ impl GatewayConfig {
             publish_timeout: Duration::from_millis(self.publish_timeout_ms),
             desk_return_timeout: Duration::from_millis(self.desk_return_timeout_ms),
             max_body_bytes: self.max_body_bytes,
+            max_event_streams: self.max_event_streams,
             embedded_broker: self.embedded_broker.then_some(self.embedded_broker_listen),
             credentials,
             dedupe: self.dedupe,
@@ -587,6 +606,7 @@ mod tests {
         assert_eq!(config.default_namespace, defaults.default_namespace);
         assert_eq!(config.publish_timeout_ms, defaults.publish_timeout_ms);
         assert_eq!(config.max_body_bytes, defaults.max_body_bytes);
+        assert_eq!(config.max_event_streams, defaults.max_event_streams);
         assert_eq!(config.dedupe, defaults.dedupe);
         assert_eq!(config.mqtt, defaults.mqtt);
         assert_eq!(
@@ -696,6 +716,20 @@ mod tests {
                     ..Default::default()
                 },
                 "max_body_bytes",
+            ),
+            (
+                GatewayConfig {
+                    max_event_streams: 0,
+                    ..Default::default()
+                },
+                "max_event_streams",
+            ),
+            (
+                GatewayConfig {
+                    max_event_streams: 100_000,
+                    ..Default::default()
+                },
+                "max_event_streams",
             ),
             (
                 GatewayConfig {

@@ -24,6 +24,9 @@ pub enum ApiError {
         /// The `WWW-Authenticate` challenges, one per configured scheme.
         challenges: Vec<&'static str>,
     },
+    /// 403: a browser sent it on behalf of another site's page (`Sec-Fetch-Site`).
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no such route or no such bonk.
     #[error("{0}")]
     NotFound(String),
@@ -47,6 +50,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -60,6 +64,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::PayloadTooLarge(_) => "payload_too_large",

@@ -1,9 +1,11 @@
 //! The fleet view: what the desks said about themselves (retained status and health) and about
 //! each bonk (acks), as the gateway saw it on the broker.
 //!
-//! One [`Fleet`] struct holds all of it. The MQTT task is its only writer; HTTP handlers read it
-//! for `GET /api/desks` and `GET /api/bonks/{id}`. It sits behind one `std::sync::Mutex` that is
-//! never held across an `.await`, so a lock is a few microseconds and cannot deadlock.
+//! One [`Fleet`] struct holds all of it. The MQTT task writes it (and webhooks record their merged
+//! alerts); HTTP handlers read it for `GET /api/desks`, `GET /api/bonks/{id}` and the fleet page.
+//! It sits behind one `std::sync::Mutex` that is never held across an `.await`, so a lock is a few
+//! microseconds and cannot deadlock. Every change is announced to the fleet page's open streams
+//! ([`crate::events`]) under that lock, which costs nothing while no page is open.
 //!
 //! Memory is bounded in bytes whatever the broker carries, because every desk's credentials can
 //! publish on its own topics whatever it likes:
@@ -14,19 +16,25 @@
 //! - at most one ack per desk per bonk (a desk acks every bonk once), [`MAX_ACKS_PER_BONK`] per
 //!   bonk and [`MAX_STORED_ACKS`] in all (the oldest bonks are forgotten to make room), each
 //!   stored in a fixed shape with its detail cut to [`MAX_ACK_DETAIL`] bytes; ack payloads over
-//!   [`MAX_ACK_BYTES`] are refused.
+//!   [`MAX_ACK_BYTES`] are refused;
+//! - the feed (the page's latest bonks) keeps what a bonk was about for its last [`MAX_FEED`]
+//!   bonks only, each text field cut to [`MAX_FEED_FIELD`] bytes and at most
+//!   [`MAX_EXPECTED_DESKS`] desks expected to react.
 //!
 //! Desk payloads are parsed strictly (they come from bonker's own agent); what does not parse or
 //! is too large is counted and logged by the caller with the desk's name, never guessed at.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bonker_protocol::bonk::cut_to;
 use bonker_protocol::desk::{MAX_ACK_BYTES, MAX_HEALTH_BYTES};
-use bonker_protocol::{Ack, BonkId, DeskId, Health, Outcome, Severity, Source, Status};
+use bonker_protocol::{Ack, Bonk, BonkId, DeskId, Health, Outcome, Severity, Source, Status};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+
+use crate::events::{Event, Events};
 
 /// Most desks tracked; status from further desks is ignored (and counted).
 pub const MAX_TRACKED_DESKS: usize = 10_000;
@@ -38,6 +46,12 @@ pub const MAX_ACKS_PER_BONK: usize = 1_000;
 pub const MAX_STORED_ACKS: usize = 100_000;
 /// An ack's detail is kept up to this many bytes.
 pub const MAX_ACK_DETAIL: usize = 256;
+/// Bonks the feed keeps with what they were about (source, pod, summary…), newest last.
+pub const MAX_FEED: usize = 100;
+/// Each text field of a feed bonk is kept up to this many bytes.
+pub const MAX_FEED_FIELD: usize = 256;
+/// Most desks a feed bonk lists as expected to react.
+pub const MAX_EXPECTED_DESKS: usize = MAX_ACKS_PER_BONK;
 
 /// Why a desk message was ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,9 +107,21 @@ pub struct AckSeen {
     pub latency: Option<Duration>,
 }
 
+/// Where a bonk was published: which desks it is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// Every desk watching this namespace (or every namespace).
+    Namespace(String),
+    /// This one desk.
+    Desk(String),
+}
+
 #[derive(Debug)]
 struct DeskRecord {
     status: Option<Status>,
+    /// When the status last changed, as this gateway saw it.
+    status_since: DateTime<Utc>,
     last_seen: DateTime<Utc>,
     health: Option<Health>,
     acks: BTreeMap<&'static str, u64>,
@@ -106,6 +132,7 @@ impl DeskRecord {
     fn new(now: DateTime<Utc>) -> Self {
         Self {
             status: None,
+            status_since: now,
             last_seen: now,
             health: None,
             acks: BTreeMap::new(),
@@ -121,6 +148,24 @@ struct BonkRecord {
     merged_into: Option<BonkId>,
     accepted_by_broker: bool,
     acks: Vec<AckRecord>,
+    /// What it was about, while it is in the feed.
+    feed: Option<Box<FeedDetail>>,
+}
+
+/// What the feed keeps of a bonk: its fields cut to [`MAX_FEED_FIELD`].
+#[derive(Debug)]
+struct FeedDetail {
+    at: DateTime<Utc>,
+    source: Source,
+    severity: Severity,
+    target: Target,
+    namespace: Option<String>,
+    pod: Option<String>,
+    container: Option<String>,
+    alertname: Option<String>,
+    summary: Option<String>,
+    /// The desks that were online and watching its target when it was seen.
+    expected: Vec<DeskId>,
 }
 
 /// What is kept of an ack: a fixed shape, the detail cut.
@@ -146,6 +191,10 @@ pub struct Fleet {
     /// Desks whose status is `online`, kept as statuses change: the gauge is set after every
     /// desk message, and counting 1,000 desks each time was a third of the gateway's CPU.
     online: usize,
+    /// The feed's bonks, oldest first (some may have been forgotten since).
+    feed: VecDeque<BonkId>,
+    /// The fleet page's streams.
+    events: Events,
 }
 
 impl Fleet {
@@ -160,6 +209,116 @@ impl Fleet {
     /// `into`.
     pub fn record_merge(&mut self, id: BonkId, into: BonkId) {
         self.bonk_entry(id).merged_into = Some(into);
+    }
+
+    /// [`Fleet::record_merge`] for an alert whose bonk would have gone to `target`: the feed shows
+    /// it with the bonk it was merged into (whose desks reacted; this one expects none).
+    pub fn record_merged_alert(&mut self, bonk: &Bonk, target: Target, into: BonkId) {
+        self.record_merge(bonk.id.clone(), into);
+        self.add_to_feed(bonk, target, Vec::new(), Utc::now());
+    }
+
+    /// Records a bonk seen on the broker on `target`'s topic (anyone's, this gateway's own too):
+    /// the desks' acks of it are kept and the feed shows it.
+    pub fn record_bonk(&mut self, bonk: &Bonk, target: Target, now: DateTime<Utc>) {
+        self.bonk_entry(bonk.id.clone());
+        let expected = self.expected_desks(&target);
+        self.add_to_feed(bonk, target, expected, now);
+    }
+
+    fn add_to_feed(
+        &mut self,
+        bonk: &Bonk,
+        target: Target,
+        expected: Vec<DeskId>,
+        now: DateTime<Utc>,
+    ) {
+        let Some(record) = self.bonks.get_mut(&bonk.id) else {
+            return;
+        };
+        if record.feed.is_some() {
+            return;
+        }
+        let cut = |field: &Option<String>| {
+            field
+                .as_deref()
+                .map(|value| cut_to(value, MAX_FEED_FIELD).to_owned())
+        };
+        record.feed = Some(Box::new(FeedDetail {
+            at: record.published.as_ref().map(|p| p.at).unwrap_or(now),
+            source: bonk.source,
+            severity: bonk.severity,
+            target,
+            namespace: cut(&bonk.namespace),
+            pod: cut(&bonk.pod),
+            container: cut(&bonk.container),
+            alertname: cut(&bonk.alertname),
+            summary: cut(&bonk.summary),
+            expected,
+        }));
+        self.feed.push_back(bonk.id.clone());
+        while self.feed.len() > MAX_FEED {
+            if let Some(oldest) = self.feed.pop_front()
+                && let Some(record) = self.bonks.get_mut(&oldest)
+            {
+                record.feed = None;
+            }
+        }
+        let id = &bonk.id;
+        let bonks = &self.bonks;
+        self.events
+            .announce("bonk", || bonks.get(id).and_then(|r| feed_bonk(id, r)));
+    }
+
+    /// The desks online that watch `target`, by name.
+    fn expected_desks(&self, target: &Target) -> Vec<DeskId> {
+        let watches = |record: &DeskRecord, namespace: &str| {
+            record.health.as_ref().is_some_and(|health| {
+                health
+                    .namespaces
+                    .iter()
+                    .any(|watched| watched == namespace || watched == "+")
+            })
+        };
+        self.desks
+            .iter()
+            .filter(|(desk, record)| {
+                record.status == Some(Status::Online)
+                    && match target {
+                        Target::Namespace(namespace) => watches(record, namespace),
+                        Target::Desk(name) => desk.as_str() == name,
+                    }
+            })
+            .map(|(desk, _)| desk.clone())
+            .take(MAX_EXPECTED_DESKS)
+            .collect()
+    }
+
+    /// A new stream of changes, with the state it starts from: taken together under the fleet's
+    /// lock, so the stream misses nothing the snapshot lacks. Serialise the snapshot
+    /// ([`Snapshot::into_event`]) after letting go of the lock.
+    pub fn subscribe(&self) -> (tokio::sync::broadcast::Receiver<Arc<Event>>, Snapshot) {
+        (self.events.subscribe(), self.snapshot())
+    }
+
+    /// The whole state: every desk, and the feed, oldest bonk first.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            id: self.events.last_id(),
+            desks: self.desk_views(),
+            bonks: self
+                .feed
+                .iter()
+                .filter_map(|id| feed_bonk(id, self.bonks.get(id)?))
+                .collect(),
+        }
+    }
+
+    fn announce_desk(&mut self, desk: &DeskId) {
+        let desks = &self.desks;
+        self.events.announce("desk", || {
+            desks.get(desk).map(|record| desk_view(desk, record))
+        });
     }
 
     /// The bonk that alert bonk `id` was merged into, when it was.
@@ -188,16 +347,22 @@ impl Fleet {
         now: DateTime<Utc>,
     ) -> Result<(), Ignored> {
         if payload.is_empty() {
-            if let Some(removed) = self.desks.remove(&desk)
-                && removed.status == Some(Status::Online)
-            {
-                self.online -= 1;
+            if let Some(removed) = self.desks.remove(&desk) {
+                if removed.status == Some(Status::Online) {
+                    self.online -= 1;
+                }
+                self.events.announce("desk_removed", || DeskRemoved {
+                    desk: desk.as_str(),
+                });
             }
             return Ok(());
         }
         let status = Status::parse(payload).ok_or(Ignored::InvalidStatus)?;
-        let record = self.desk_entry(desk, now)?;
+        let record = self.desk_entry(desk.clone(), now)?;
         let was_online = record.status == Some(Status::Online);
+        if record.status != Some(status) {
+            record.status_since = now;
+        }
         record.status = Some(status);
         record.last_seen = now;
         match (was_online, status == Status::Online) {
@@ -205,6 +370,7 @@ impl Fleet {
             (true, false) => self.online -= 1,
             _ => {}
         }
+        self.announce_desk(&desk);
         Ok(())
     }
 
@@ -222,9 +388,10 @@ impl Fleet {
             return Err(Ignored::TooLarge);
         }
         let health: Health = serde_json::from_slice(payload).map_err(|_| Ignored::InvalidHealth)?;
-        let record = self.desk_entry(desk, now)?;
+        let record = self.desk_entry(desk.clone(), now)?;
         record.health = Some(health);
         record.last_seen = now;
+        self.announce_desk(&desk);
         Ok(())
     }
 
@@ -248,6 +415,7 @@ impl Fleet {
             desk_record.last_ack_bonk_at = desk_record.last_ack_bonk_at.max(Some(ack.finished_at));
         }
         let outcome = ack.outcome;
+        self.announce_desk(&desk);
         // Only bonks seen on the broker are tracked: an ack with a made-up id is counted, not kept.
         let Some(record) = self.bonks.get_mut(&ack.bonk_id) else {
             return Ok(AckSeen {
@@ -260,8 +428,9 @@ impl Fleet {
             .as_ref()
             .map(|p| now_instant.saturating_duration_since(p.instant));
         if record.acks.len() < MAX_ACKS_PER_BONK && !record.acks.iter().any(|a| a.desk == desk) {
+            let in_feed = record.feed.is_some();
             record.acks.push(AckRecord {
-                desk,
+                desk: desk.clone(),
                 outcome,
                 received_at: ack.received_at,
                 finished_at: ack.finished_at,
@@ -273,6 +442,18 @@ impl Fleet {
                 latency,
             });
             self.stored_acks += 1;
+            if in_feed {
+                let detail = ack.detail.as_deref().map(|d| cut_to(d, MAX_ACK_DETAIL));
+                self.events.announce("ack", || AckEvent {
+                    bonk: ack.bonk_id.as_str(),
+                    ack: FeedDesk {
+                        desk: desk.to_string(),
+                        outcome: Some(outcome),
+                        latency_ms: latency.map(millis),
+                        detail: detail.map(str::to_owned),
+                    },
+                });
+            }
             while self.stored_acks > MAX_STORED_ACKS && self.bonk_order.len() > 1 {
                 self.forget_oldest_bonk();
             }
@@ -302,21 +483,7 @@ impl Fleet {
     pub fn desk_views(&self) -> Vec<DeskView> {
         self.desks
             .iter()
-            .map(|(desk, record)| {
-                let health = record.health.as_ref();
-                let health_bonk_at = health.and_then(|h| h.last_bonk_at);
-                DeskView {
-                    desk: desk.to_string(),
-                    online: record.status == Some(Status::Online),
-                    status: record.status.map(Status::as_str).unwrap_or("unknown"),
-                    last_seen: record.last_seen,
-                    namespaces: health.map(|h| h.namespaces.clone()).unwrap_or_default(),
-                    bonks_total: health.map(|h| h.bonks_total),
-                    last_bonk_at: health_bonk_at.max(record.last_ack_bonk_at),
-                    acks: record.acks.clone(),
-                    health: record.health.clone(),
-                }
-            })
+            .map(|(desk, record)| desk_view(desk, record))
             .collect()
     }
 
@@ -342,7 +509,7 @@ impl Fleet {
                     received_at: a.received_at,
                     finished_at: a.finished_at,
                     arrived_at: a.arrived_at,
-                    latency_ms: a.latency.map(|l| l.as_secs_f64() * 1000.0),
+                    latency_ms: a.latency.map(millis),
                     detail: a.detail.clone(),
                 })
                 .collect(),
@@ -379,8 +546,157 @@ impl Fleet {
             merged_into: None,
             accepted_by_broker: false,
             acks: Vec::new(),
+            feed: None,
         })
     }
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn desk_view(desk: &DeskId, record: &DeskRecord) -> DeskView {
+    let health = record.health.as_ref();
+    let health_bonk_at = health.and_then(|h| h.last_bonk_at);
+    DeskView {
+        desk: desk.to_string(),
+        online: record.status == Some(Status::Online),
+        status: record.status.map(Status::as_str).unwrap_or("unknown"),
+        status_since: record.status_since,
+        last_seen: record.last_seen,
+        namespaces: health.map(|h| h.namespaces.clone()).unwrap_or_default(),
+        bonks_total: health.map(|h| h.bonks_total),
+        last_bonk_at: health_bonk_at.max(record.last_ack_bonk_at),
+        acks: record.acks.clone(),
+        health: record.health.clone(),
+    }
+}
+
+/// A feed bonk as the page shows it; `None` when it is not in the feed.
+fn feed_bonk(id: &BonkId, record: &BonkRecord) -> Option<FeedBonk> {
+    let feed = record.feed.as_deref()?;
+    // Up to 1,000 desks on each side: look up, never scan.
+    let acks: BTreeMap<&DeskId, &AckRecord> = record.acks.iter().map(|a| (&a.desk, a)).collect();
+    let mut desks: Vec<FeedDesk> = feed
+        .expected
+        .iter()
+        .map(|desk| {
+            let ack = acks.get(desk);
+            FeedDesk {
+                desk: desk.to_string(),
+                outcome: ack.map(|a| a.outcome),
+                latency_ms: ack.and_then(|a| a.latency).map(millis),
+                detail: ack.and_then(|a| a.detail.clone()),
+            }
+        })
+        .collect();
+    // Desks that acked without being expected (they came online, or watch it by another name).
+    desks.extend(
+        record
+            .acks
+            .iter()
+            // `expected` is in name order (taken from the desks' map).
+            .filter(|a| feed.expected.binary_search(&a.desk).is_err())
+            .map(|a| FeedDesk {
+                desk: a.desk.to_string(),
+                outcome: Some(a.outcome),
+                latency_ms: a.latency.map(millis),
+                detail: a.detail.clone(),
+            }),
+    );
+    Some(FeedBonk {
+        id: id.to_string(),
+        at: feed.at,
+        source: feed.source,
+        severity: feed.severity,
+        target: feed.target.clone(),
+        namespace: feed.namespace.clone(),
+        pod: feed.pod.clone(),
+        container: feed.container.clone(),
+        alertname: feed.alertname.clone(),
+        summary: feed.summary.clone(),
+        merged_into: record.merged_into.as_ref().map(BonkId::to_string),
+        desks,
+    })
+}
+
+/// The fleet page's starting point: `snapshot` in [`crate::events`].
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    /// The id of the last change it includes.
+    #[serde(skip)]
+    pub id: u64,
+    /// Every desk.
+    pub desks: Vec<DeskView>,
+    /// The feed, oldest first.
+    pub bonks: Vec<FeedBonk>,
+}
+
+impl Snapshot {
+    /// The `snapshot` event.
+    pub fn into_event(self) -> Event {
+        Event {
+            id: self.id,
+            kind: "snapshot",
+            data: serde_json::to_string(&self).unwrap_or_else(|_| "null".to_owned()),
+        }
+    }
+}
+
+/// `desk_removed`: the desk's retained status was cleared (it was retired).
+#[derive(Debug, Serialize)]
+struct DeskRemoved<'a> {
+    desk: &'a str,
+}
+
+/// `ack`: a desk acked a bonk in the feed.
+#[derive(Debug, Serialize)]
+struct AckEvent<'a> {
+    bonk: &'a str,
+    #[serde(flatten)]
+    ack: FeedDesk,
+}
+
+/// One bonk in the fleet page's feed (`bonk` events and snapshots).
+#[derive(Debug, Clone, Serialize)]
+pub struct FeedBonk {
+    /// The bonk id.
+    pub id: String,
+    /// When this gateway published or first saw it.
+    pub at: DateTime<Utc>,
+    /// Who sent it.
+    pub source: Source,
+    /// How hard.
+    pub severity: Severity,
+    /// Where it went.
+    pub target: Target,
+    /// Its namespace field.
+    pub namespace: Option<String>,
+    /// Its pod.
+    pub pod: Option<String>,
+    /// Its container.
+    pub container: Option<String>,
+    /// Its alert's name.
+    pub alertname: Option<String>,
+    /// Its summary.
+    pub summary: Option<String>,
+    /// For an alert merged into an earlier bonk of its kill: that bonk's id.
+    pub merged_into: Option<String>,
+    /// The desks expected to react, then any other desk that acked.
+    pub desks: Vec<FeedDesk>,
+}
+
+/// One desk's part in a feed bonk.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeedDesk {
+    /// The desk.
+    pub desk: String,
+    /// Its outcome; `None` while it has not acked.
+    pub outcome: Option<Outcome>,
+    /// Milliseconds from this gateway's publish to the ack.
+    pub latency_ms: Option<f64>,
+    /// The desk's detail.
+    pub detail: Option<String>,
 }
 
 /// One desk in `GET /api/desks`.
@@ -392,6 +708,9 @@ pub struct DeskView {
     pub online: bool,
     /// `online`, `offline`, or `unknown` (no status seen yet).
     pub status: &'static str,
+    /// When its status last changed, as this gateway saw it (after a gateway restart: when the
+    /// retained status arrived again).
+    pub status_since: DateTime<Utc>,
     /// When the gateway last heard from it (status, health or ack).
     pub last_seen: DateTime<Utc>,
     /// The namespaces it watches (from its health report).
@@ -721,6 +1040,64 @@ mod tests {
         assert!(fleet.bonk_view(&BonkId::stable(&["b", "0"])).is_none());
         let last = BonkId::stable(&["b", &(bonks - 1).to_string()]);
         assert_eq!(fleet.bonk_view(&last).expect("kept").acks.len(), per_bonk);
+    }
+
+    #[test]
+    fn the_feed_lists_the_desks_expected_to_react_and_announces_each_change() {
+        let mut fleet = Fleet::default();
+        let now = Utc::now();
+        for name in ["alice", "bob"] {
+            fleet.record_status(desk(name), b"online", now).expect("ok");
+            fleet
+                .record_health(desk(name), &health_payload(name), now)
+                .expect("ok");
+        }
+        fleet
+            .record_status(desk("bob"), b"offline", now)
+            .expect("ok");
+        let (mut events, snapshot) = fleet.subscribe();
+        assert_eq!(snapshot.into_event().kind, "snapshot");
+        let mut bonk = Bonk::new(Source::Watcher, Severity::Critical);
+        bonk.namespace = Some("payments".into());
+        bonk.summary = Some("<script>x".repeat(100));
+        fleet.record_bonk(&bonk, Target::Namespace("payments".into()), now);
+        // Seen again (a retained copy, a second subscription): no second entry.
+        fleet.record_bonk(&bonk, Target::Namespace("payments".into()), now);
+        let announced = events.try_recv().expect("bonk event");
+        assert_eq!(announced.kind, "bonk");
+        let feed: serde_json::Value = serde_json::from_str(&announced.data).expect("json");
+        // Only alice is online and watching payments; bob is offline.
+        assert_eq!(
+            feed["desks"],
+            serde_json::json!([{"desk": "alice", "outcome": null,
+            "latency_ms": null, "detail": null}])
+        );
+        assert!(feed["summary"].as_str().expect("summary").len() <= MAX_FEED_FIELD);
+        assert!(events.try_recv().is_err());
+        fleet
+            .record_ack(
+                desk("alice"),
+                &ack_payload(&bonk.id, "alice", Outcome::Bonked),
+                now,
+                Instant::now(),
+            )
+            .expect("ok");
+        let kinds: Vec<&str> = std::iter::from_fn(|| events.try_recv().ok())
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, ["desk", "ack"]);
+        let snapshot: serde_json::Value =
+            serde_json::from_str(&fleet.snapshot().into_event().data).expect("json");
+        assert_eq!(snapshot["bonks"][0]["desks"][0]["outcome"], "bonked");
+        assert_eq!(snapshot["desks"].as_array().map(Vec::len), Some(2));
+        // The feed keeps the last MAX_FEED bonks' details.
+        for _ in 0..MAX_FEED + 5 {
+            let bonk = Bonk::new(Source::Http, Severity::Info);
+            fleet.record_bonk(&bonk, Target::Desk("alice".into()), now);
+        }
+        assert_eq!(fleet.feed.len(), MAX_FEED);
+        let kept = fleet.bonks.values().filter(|r| r.feed.is_some()).count();
+        assert_eq!(kept, MAX_FEED);
     }
 
     #[test]

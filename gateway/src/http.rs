@@ -6,9 +6,14 @@
 //! | `POST /bonk`          | yes  | a manual bonk (JSON body or query string)                |
 //! | `GET /api/desks`      | yes  | the fleet view                                           |
 //! | `GET /api/bonks/{id}` | yes  | which desks acked a bonk, how and how fast               |
+//! | `GET /api/events`     | yes  | the fleet page's live stream (Server-Sent Events)        |
+//! | `GET /`               | yes  | the fleet page (and its `/app.js`, `/app.css`)           |
 //! | `GET /healthz`        | no   | the process is alive                                     |
 //! | `GET /readyz`         | no   | connected to the MQTT broker                             |
 //! | `GET /metrics`        | no   | Prometheus (OpenMetrics text)                            |
+//!
+//! Authenticated posts that a browser sends for another site's page are refused (403) before the
+//! credentials are looked at (`sent_for_another_site`).
 //!
 //! A webhook is answered 200 only once the broker has acknowledged (QoS 1 PUBACK) every new bonk
 //! of the notification; otherwise 503 within `publish_timeout_ms`, and Alertmanager retries.
@@ -34,6 +39,7 @@ use tracing::Instrument;
 use crate::AppState;
 use crate::alertmanager::{NamespaceFallback, Notification};
 use crate::error::ApiError;
+use crate::fleet::Target;
 use crate::metrics::{BonkLabels, MergeLabels};
 use crate::mqtt::{OutgoingBonk, PublishError, lock};
 use crate::recall::Verdict;
@@ -66,8 +72,16 @@ pub fn app(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             request_deadline,
         ));
+    // The page's routes have no body to wait for, and its stream lasts as long as the page.
+    let page = Router::new()
+        .route("/", get(crate::page::index))
+        .route("/app.js", get(crate::page::script))
+        .route("/app.css", get(crate::page::style))
+        .route("/api/events", get(crate::page::events))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_auth));
     Router::new()
         .merge(authenticated)
+        .merge(page)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -126,6 +140,24 @@ pub struct ManualBonkReply {
 }
 
 async fn require_auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.method() == Method::POST && sent_for_another_site(request.headers()) {
+        let path = request.uri().path();
+        match path {
+            "/webhook" => state.metrics().webhook("forbidden"),
+            "/bonk" => state.metrics().manual_bonk("forbidden"),
+            _ => {}
+        }
+        tracing::info!(
+            path,
+            "refused a request a browser sent for another site's page"
+        );
+        return ApiError::Forbidden(
+            "a browser sent this request for another site's page (Sec-Fetch-Site); bonk from \
+             the fleet page itself, or from a client that is not a browser"
+                .to_owned(),
+        )
+        .into_response();
+    }
     let credentials = &state.settings().credentials;
     match credentials.check(request.headers()) {
         Ok(()) => next.run(request).await,
@@ -235,7 +267,11 @@ async fn deliver(state: &AppState, notification: Notification) -> Result<Webhook
                 Verdict::Fresh => None,
                 Verdict::Duplicate => fleet.merged_into(id).cloned(),
                 Verdict::Merged(earlier) => {
-                    fleet.record_merge(id.clone(), earlier.id.clone());
+                    fleet.record_merged_alert(
+                        &planned.bonk,
+                        Target::Namespace(planned.topic_namespace.to_string()),
+                        earlier.id.clone(),
+                    );
                     recall.merged(&planned.bonk, now);
                     metrics
                         .alerts_merged
@@ -520,6 +556,18 @@ async fn manual_bonk_inner(
             "the bonk was not published".to_owned(),
         )),
     }
+}
+
+/// True when a browser says it sends the request for a page of another origin. A browser that
+/// holds basic auth credentials for the gateway sends them with any site's form posts; the fleet
+/// page's own requests are `same-origin`, and clients that are not browsers send no such header.
+/// Checked on the header browsers set themselves (not `Origin` against `Host`), so it holds behind
+/// a reverse proxy that rewrites `Host`.
+fn sent_for_another_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|site| !matches!(site.trim(), "same-origin" | "none"))
 }
 
 /// True for `application/json` and `application/<something>+json`.

@@ -9,6 +9,7 @@
 //!   other replicas) and kills (the watcher saw it first) — so each bonks once.
 //! - [`mqtt`]: the single task that owns the broker connection, publishes with confirmed delivery
 //!   and reconnects; [`fleet`] is what it learns about the desks; [`metrics`] what it counts.
+//! - `page` and [`events`]: the fleet page at `/` and its live Server-Sent Events stream.
 //!
 //! [`run`] puts it together: the caller binds the listener (so tests can bind port 0) and says
 //! when to stop.
@@ -17,10 +18,12 @@ pub mod alertmanager;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;
+mod page;
 pub mod recall;
 
 use std::future::Future;
@@ -29,7 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bonker_broker::{BrokerSettings, EmbeddedBroker};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +60,10 @@ struct Shared {
     fleet: Arc<Mutex<Fleet>>,
     metrics: Arc<Metrics>,
     connected: watch::Receiver<bool>,
+    /// One permit per event stream that may be open (`max_event_streams`).
+    stream_places: Arc<Semaphore>,
+    /// Ends every event stream (shutdown: a stream never ends by itself).
+    stop_streams: CancellationToken,
 }
 
 impl AppState {
@@ -94,8 +101,11 @@ impl AppState {
                 .map(|name| name.trim().to_ascii_lowercase())
                 .collect(),
         };
+        let stream_places = Arc::new(Semaphore::new(settings.max_event_streams));
         let state = AppState {
             shared: Arc::new(Shared {
+                stream_places,
+                stop_streams: CancellationToken::new(),
                 settings,
                 rules,
                 publisher: connection.publisher,
@@ -142,6 +152,19 @@ impl AppState {
         &self.shared.fleet
     }
 
+    fn fleet_handle(&self) -> Arc<Mutex<Fleet>> {
+        self.shared.fleet.clone()
+    }
+
+    fn stream_places(&self) -> Arc<Semaphore> {
+        self.shared.stream_places.clone()
+    }
+
+    /// Cancelled at shutdown, which ends every event stream.
+    pub fn stop_streams(&self) -> &CancellationToken {
+        &self.shared.stop_streams
+    }
+
     fn recall(&self) -> MutexGuard<'_, Recall> {
         recall::lock(&self.shared.recall)
     }
@@ -161,6 +184,12 @@ pub async fn run(
     tracing::info!(%addr, "bonker-gateway listening on http://{addr}");
     let limits = bonker_client::server::Limits {
         max_connections: http::MAX_CONNECTIONS,
+    };
+    let stop_streams = state.stop_streams().clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Open fleet pages would otherwise keep their connections, and the drain, going forever.
+        stop_streams.cancel();
     };
     let served = bonker_client::server::serve(listener, app(state), limits, shutdown).await;
     tracing::info!("HTTP server stopped; disconnecting from the MQTT broker");

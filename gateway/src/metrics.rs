@@ -21,12 +21,13 @@ const LATENCY_BUCKETS_S: [f64; 13] = [
 ];
 
 /// The outcomes of `POST /webhook` and `POST /bonk`.
-const HTTP_OUTCOMES: [&str; 6] = [
+const HTTP_OUTCOMES: [&str; 7] = [
     "ok",
     "bad_request",
     "unsupported_media_type",
     "payload_too_large",
     "unauthorized",
+    "forbidden",
     "unavailable",
 ];
 /// Why a publish fails (see `mqtt::PublishError`).
@@ -50,7 +51,7 @@ const IGNORED_DESK_MESSAGE_REASONS: [&str; 5] = [
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     /// `ok`, `bad_request`, `unsupported_media_type`, `payload_too_large`, `unauthorized`,
-    /// `unavailable`.
+    /// `forbidden`, `unavailable`.
     pub outcome: &'static str,
 }
 
@@ -133,6 +134,20 @@ pub struct Metrics {
     pub desks_awaited: Gauge,
     /// Successful MQTT connections (the first one and every reconnect).
     pub mqtt_connections: Counter,
+    /// Fleet page event streams open.
+    pub event_streams: Gauge,
+    /// Event streams refused because `max_event_streams` were open.
+    pub event_stream_refused: Counter,
+}
+
+/// Counts one open event stream in [`Metrics::event_streams`] until dropped.
+#[derive(Debug)]
+pub(crate) struct OpenStream(Gauge);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Default for Metrics {
@@ -142,6 +157,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts an event stream as open until the guard is dropped.
+    pub(crate) fn event_streams_open_guard(&self) -> OpenStream {
+        self.event_streams.inc();
+        OpenStream(self.event_streams.clone())
+    }
+
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix(METRIC_PREFIX);
@@ -149,7 +170,7 @@ impl Metrics {
         registry.register(
             "webhooks",
             "POST /webhook requests by outcome (ok, bad_request, unsupported_media_type, \
-             payload_too_large, unauthorized, unavailable)",
+             payload_too_large, unauthorized, forbidden, unavailable)",
             webhooks.clone(),
         );
         let manual_bonks = Family::<OutcomeLabels, Counter>::default();
@@ -257,6 +278,18 @@ impl Metrics {
             "Successful MQTT connections (the first and every reconnect)",
             mqtt_connections.clone(),
         );
+        let event_streams = Gauge::default();
+        registry.register(
+            "event_streams",
+            "Fleet page event streams (GET /api/events) open",
+            event_streams.clone(),
+        );
+        let event_stream_refused = Counter::default();
+        registry.register(
+            "event_streams_refused",
+            "Event streams refused with 503 because max_event_streams were open",
+            event_stream_refused.clone(),
+        );
         // Known label values start at zero, so dashboards and alerts see every series from the
         // first scrape (a family without any series is not exported at all).
         for outcome in HTTP_OUTCOMES {
@@ -297,6 +330,8 @@ impl Metrics {
             mqtt_connected,
             desks_awaited,
             mqtt_connections,
+            event_streams,
+            event_stream_refused,
         }
     }
 

@@ -71,7 +71,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::fleet::{Fleet, PublishedBonk};
+use crate::fleet::{Fleet, PublishedBonk, Target};
 use crate::metrics::{AckLabels, Metrics};
 use crate::recall::Recall;
 
@@ -615,7 +615,12 @@ impl MqttTask {
             // Every bonk, so the desks' acks of it are kept, and every detector's, so alerts for
             // a kill already bonked are merged into it.
             let bonk = Bonk::parse_lenient(payload).bonk;
-            lock(&self.fleet).record_seen(bonk.id.clone());
+            let target = match &route {
+                Some(Route::DeskBonk(desk)) => Target::Desk(desk.to_string()),
+                Some(Route::NamespaceBonk(namespace)) => Target::Namespace(namespace.to_string()),
+                _ => return,
+            };
+            lock(&self.fleet).record_bonk(&bonk, target, now);
             if let Some(Route::NamespaceBonk(_)) = route {
                 let mut recall = crate::recall::lock(&self.recall);
                 recall.observe(&bonk, now_instant);

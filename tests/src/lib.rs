@@ -15,6 +15,7 @@
 //! - [`tls::TestCa`]: a throw-away CA and server certificate for TLS tests;
 //! - [`homeassistant::TestHomeAssistant`]: a real Home Assistant with its MQTT integration on the
 //!   test broker, its entities' states streamed back over MQTT;
+//! - [`sse::SseStream`]: a Server-Sent Events reader that splits a stream as a browser does;
 //! - [`guides`]: the configuration the user guides recommend, read from `docs/`;
 //! - [`measure`]: resident memory of child processes, for soak and bad-input tests;
 //! - [`process`]: locating the workspace's binaries and running them as children that are killed
@@ -32,6 +33,7 @@ pub mod probe;
 pub mod process;
 pub mod prometheus;
 pub mod proxy;
+pub mod sse;
 pub mod tls;
 
 pub use alertmanager::{AlertmanagerOptions, TestAlertmanager};
@@ -40,6 +42,7 @@ pub use fleet::{AgentProcess, GatewayProcess};
 pub use probe::{Message, Probe, ProbeOptions};
 pub use process::{ChildProcess, binary, free_port};
 pub use proxy::{RoundRobinProxy, StallableLink};
+pub use sse::{SseEvent, SseStream};
 pub use tls::TestCa;
 
 /// The default deadline for awaiting a message or a state: generous, because CI machines are

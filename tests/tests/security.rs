@@ -103,7 +103,7 @@ async fn webhook_auth_is_enforced_and_secrets_stay_out_of_the_logs() {
             "{challenges:?}"
         );
     }
-    for path in ["/api/desks", "/api/bonks/x"] {
+    for path in ["/api/desks", "/api/bonks/x", "/api/events", "/", "/app.js"] {
         let response = client
             .get(format!("{}{path}", gateway.url()))
             .send()

@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bonker_protocol::{Ack, BonkId, DeskId, Health, Outcome, SCHEMA_VERSION, ServoHealth};
+use bonker_tests::webhook::notification;
 use bonker_tests::{BrokerKind, ChildProcess, Probe, TestBroker, free_port};
 use chrono::Utc;
 use reqwest::StatusCode;
@@ -124,21 +125,6 @@ fn alert(status: &str, fingerprint: &str, labels: Value, annotations: Value) -> 
         "endsAt": "0001-01-01T00:00:00Z",
         "generatorURL": "http://prometheus:9090/graph",
         "fingerprint": fingerprint,
-    })
-}
-
-fn notification(alerts: Vec<Value>) -> Value {
-    json!({
-        "version": "4",
-        "groupKey": "{}:{alertname=\"OOMKilled\"}",
-        "truncatedAlerts": 0,
-        "status": "firing",
-        "receiver": "bonker",
-        "groupLabels": {},
-        "commonLabels": {},
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager:9093",
-        "alerts": alerts,
     })
 }
 

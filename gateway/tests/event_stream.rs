@@ -4,32 +4,18 @@
 
 use std::time::Duration;
 
-use bonker_tests::{AgentProcess, BrokerKind, GatewayProcess, SseStream, TestBroker};
+use bonker_tests::{AgentProcess, BrokerKind, GatewayProcess, SseStream, TestBroker, webhook};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 fn notification(fingerprint: &str, namespace: &str, pod: &str, summary: &str) -> Value {
-    json!({
-        "version": "4",
-        "groupKey": "{}:{alertname=\"OOMKilled\"}",
-        "truncatedAlerts": 0,
-        "status": "firing",
-        "receiver": "bonker",
-        "groupLabels": {},
-        "commonLabels": {},
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager:9093",
-        "alerts": [{
-            "status": "firing",
-            "labels": {"alertname": "OOMKilled", "severity": "critical", "namespace": namespace,
-                       "pod": pod, "container": "app", "reason": "OOMKilled"},
-            "annotations": {"summary": summary},
-            "startsAt": "2026-11-21T10:00:00.123Z",
-            "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "http://prometheus:9090/graph",
-            "fingerprint": fingerprint,
-        }],
-    })
+    webhook::notification(vec![webhook::oom_alert(
+        fingerprint,
+        namespace,
+        pod,
+        summary,
+        "2026-11-21T10:00:00.123Z",
+    )])
 }
 
 async fn open(gateway: &GatewayProcess, last_event_id: Option<&str>) -> reqwest::Response {

@@ -11,7 +11,9 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bonker_protocol::{Bonk, BonkId, Detector, Kill, Severity, Source};
-use bonker_tests::{AgentProcess, BrokerKind, ChildProcess, GatewayProcess, Probe, TestBroker};
+use bonker_tests::{
+    AgentProcess, BrokerKind, ChildProcess, GatewayProcess, Probe, TestBroker, webhook,
+};
 use chrono::Utc;
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -138,27 +140,13 @@ fn notification_at(
     summary: &str,
     starts_at: &str,
 ) -> Value {
-    json!({
-        "version": "4",
-        "groupKey": "{}:{alertname=\"OOMKilled\"}",
-        "truncatedAlerts": 0,
-        "status": "firing",
-        "receiver": "bonker",
-        "groupLabels": {},
-        "commonLabels": {},
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager:9093",
-        "alerts": [{
-            "status": "firing",
-            "labels": {"alertname": "OOMKilled", "severity": "critical", "namespace": namespace,
-                       "pod": pod, "container": "app", "reason": "OOMKilled"},
-            "annotations": {"summary": summary},
-            "startsAt": starts_at,
-            "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "http://prometheus:9090/graph",
-            "fingerprint": fingerprint,
-        }],
-    })
+    webhook::notification(vec![webhook::oom_alert(
+        fingerprint,
+        namespace,
+        pod,
+        summary,
+        starts_at,
+    )])
 }
 
 async fn post_webhook(gateway: &GatewayProcess, body: &Value) {

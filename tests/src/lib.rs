@@ -16,6 +16,7 @@
 //! - [`homeassistant::TestHomeAssistant`]: a real Home Assistant with its MQTT integration on the
 //!   test broker, its entities' states streamed back over MQTT;
 //! - [`sse::SseStream`]: a Server-Sent Events reader that splits a stream as a browser does;
+//! - [`webhook`]: Alertmanager webhook bodies for tests that post to the gateway themselves;
 //! - [`guides`]: the configuration the user guides recommend, read from `docs/`;
 //! - [`measure`]: resident memory of child processes, for soak and bad-input tests;
 //! - [`process`]: locating the workspace's binaries and running them as children that are killed
@@ -35,6 +36,7 @@ pub mod prometheus;
 pub mod proxy;
 pub mod sse;
 pub mod tls;
+pub mod webhook;
 
 pub use alertmanager::{AlertmanagerOptions, TestAlertmanager};
 pub use broker::{BrokerKind, BrokerOptions, TestBroker};

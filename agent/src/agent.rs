@@ -1,6 +1,6 @@
 //! The agent: one struct that owns the desk's state and a `select!` loop over its inputs.
 //!
-//! Inputs: MQTT events from the link task ([`crate::link`]), reports from the servo worker
+//! Inputs: MQTT events from the link task ([`bonker_client::link`]), reports from the servo worker
 //! ([`crate::servo::worker`]), the health ticker and the shutdown signal. Nothing is shared between
 //! tasks behind a lock: the agent alone decides, acks and publishes; the link alone polls the
 //! network; the worker alone touches the servo.
@@ -11,8 +11,8 @@
 //! back at rest; every other outcome is acked at once. Exactly one ack per bonk received.
 //!
 //! Connection rules: persistent session (clean session off, stable client id) so bonks published
-//! during a Wi-Fi drop are delivered after it; subscriptions are renewed on every ConnAck (rumqttc
-//! never re-subscribes by itself); `online` (retained) and a health report follow the SUBACK, so
+//! during a Wi-Fi drop are delivered after it; the link renews the subscriptions on every ConnAck
+//! (rumqttc never re-subscribes by itself); `online` (retained) and a health report follow the SUBACK, so
 //! whoever sees `online` knows the desk is listening. The last will publishes `offline` when the
 //! desk vanishes; a clean shutdown parks the arm, publishes `offline`, waits for its PUBACK and
 //! only then disconnects.
@@ -22,7 +22,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bonker_client::mqtt::{qos, tune_event_loop};
+use bonker_client::link::{Link, LinkEvent, Spawned};
+use bonker_client::mqtt::qos;
 use bonker_protocol::homeassistant::{self as ha, DeskDevice};
 use bonker_protocol::topics::{ACK_DELIVERY, HEALTH_DELIVERY, LAST_BONK_DELIVERY, STATUS_DELIVERY};
 use bonker_protocol::{
@@ -30,12 +31,11 @@ use bonker_protocol::{
     ServoState, Severity, Status,
 };
 use chrono::{DateTime, SubsecRound, Utc};
-use rumqttc::{AsyncClient, LastWill, QoS};
+use rumqttc::{AsyncClient, LastWill, Publish, QoS};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{AgentConfig, DEDUPE_MAX_ENTRIES};
-use crate::link::{self, LinkEvent};
 use crate::policy::{Decision, Policy, PolicySettings};
 use crate::servo::Servo;
 use crate::servo::worker::{MoveRequest, ServoReport, ServoWorker};
@@ -114,8 +114,7 @@ struct LastBonk {
 pub struct Agent {
     config: AgentConfig,
     client: AsyncClient,
-    link_events: mpsc::UnboundedReceiver<LinkEvent>,
-    link_task: Option<tokio::task::JoinHandle<()>>,
+    link: Spawned,
     worker: Option<ServoWorker>,
     servo_reports: mpsc::UnboundedReceiver<ServoReport>,
     policy: Policy,
@@ -159,11 +158,11 @@ impl Agent {
                 Some(format!("servo worker did not home: {other:?}")),
             ),
         };
-        let (client, mut event_loop) = AsyncClient::new(options, REQUEST_QUEUE);
-        tune_event_loop(&mut event_loop, &config.mqtt);
-        let (events_tx, link_events) = mpsc::unbounded_channel();
+        let (client, link) = Link::new(&config.mqtt, options, REQUEST_QUEUE);
         // The link must be polling before anything waits on the broker.
-        let link_task = link::spawn(event_loop, config.mqtt.backoff(), events_tx);
+        let link = link
+            .subscribe_on_connect(config.subscriptions())
+            .spawn(REQUEST_QUEUE);
         tracing::info!(
             desk = %config.desk,
             namespaces = ?config.watch.names(),
@@ -184,8 +183,7 @@ impl Agent {
         Ok(Agent {
             config,
             client,
-            link_events,
-            link_task: Some(link_task),
+            link,
             worker: Some(worker),
             servo_reports,
             policy,
@@ -218,7 +216,7 @@ impl Agent {
         loop {
             tokio::select! {
                 () = &mut shutdown => return,
-                event = self.link_events.recv() => match event {
+                event = self.link.recv() => match event {
                     Some(event) => self.on_link_event(event),
                     None => {
                         tracing::error!("MQTT link stopped unexpectedly");
@@ -256,21 +254,11 @@ impl Agent {
             );
             self.wait_until_published().await;
         }
-        if self.client.try_disconnect().is_ok()
-            && let Some(link_task) = self.link_task.take()
-        {
-            let abort = link_task.abort_handle();
-            if tokio::time::timeout(DISCONNECT_TIMEOUT, link_task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
+        let worker = self.worker.take();
+        if self.client.try_disconnect().is_ok() {
+            self.link.closed(DISCONNECT_TIMEOUT).await;
         }
-        if let Some(link_task) = self.link_task.take() {
-            link_task.abort();
-        }
-        if let Some(worker) = self.worker.take() {
+        if let Some(worker) = worker {
             if parked {
                 worker.join();
             } else {
@@ -300,7 +288,7 @@ impl Agent {
                     Some(report) => self.on_servo_report(report),
                     None => return false,
                 },
-                Some(event) = self.link_events.recv() => self.on_link_event(event),
+                Some(event) = self.link.recv() => self.on_link_event(event),
             }
         }
     }
@@ -328,7 +316,7 @@ impl Agent {
                     tracing::warn!("the broker did not acknowledge `offline` in time");
                     return;
                 }
-                event = self.link_events.recv() => match event {
+                event = self.link.recv() => match event {
                     Some(event) => self.on_link_event(event),
                     None => return,
                 },
@@ -342,7 +330,10 @@ impl Agent {
 
     fn on_link_event(&mut self, event: LinkEvent) {
         match event {
-            LinkEvent::Connected { session_present } => {
+            LinkEvent::Connected {
+                session_present,
+                resubscribed,
+            } => {
                 self.connected = true;
                 self.inflight = 0;
                 tracing::info!(
@@ -350,27 +341,15 @@ impl Agent {
                     session_present,
                     "connected to the broker"
                 );
-                if self.shutting_down {
-                    return;
-                }
-                let filters: Vec<rumqttc::SubscribeFilter> = self
-                    .config
-                    .subscriptions()
-                    .into_iter()
-                    .map(|filter| rumqttc::SubscribeFilter::new(filter, QoS::AtLeastOnce))
-                    .collect();
-                match self.client.try_subscribe_many(filters) {
-                    Ok(()) => {
-                        self.subscribe_requests += 1;
-                        self.announce_on_suback = true;
-                    }
-                    Err(error) => tracing::error!(%error, "cannot queue SUBSCRIBE"),
+                if resubscribed {
+                    self.subscribe_requests += 1;
+                    self.announce_on_suback = true;
                 }
             }
-            LinkEvent::Subscribed { failed } => {
-                if failed > 0 {
+            LinkEvent::Subscribed { refused } => {
+                if refused > 0 {
                     tracing::error!(
-                        failed,
+                        refused,
                         filters = ?self.config.subscriptions(),
                         "the broker refused some subscriptions (check its ACL)"
                     );
@@ -389,12 +368,14 @@ impl Agent {
                 self.subscribes_sent += 1;
                 self.inflight = inflight;
             }
-            LinkEvent::PublishAcked { inflight } => self.inflight = inflight,
-            LinkEvent::Message {
+            LinkEvent::PublishAcked { inflight, .. } => self.inflight = inflight,
+            LinkEvent::PublishWritten(_) | LinkEvent::PublishCollision(_) => {}
+            LinkEvent::Message(Publish {
                 topic,
                 payload,
                 retain,
-            } => self.on_message(&topic, &payload, retain),
+                ..
+            }) => self.on_message(&topic, &payload, retain),
             LinkEvent::Disconnected { error, retry_in } => {
                 if std::mem::take(&mut self.connected) {
                     tracing::warn!(%error, ?retry_in, "lost the broker; reconnecting");

@@ -10,10 +10,10 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use bonker_client::mqtt::{qos, tune_event_loop};
+use bonker_client::link::{Link, LinkEvent};
+use bonker_client::mqtt::qos;
 use bonker_protocol::homeassistant::{self as ha};
 use bonker_protocol::topics::STATUS_DELIVERY;
-use rumqttc::{AsyncClient, Event, Incoming, Outgoing};
 
 use crate::config::AgentConfig;
 
@@ -61,8 +61,8 @@ async fn clear(config: &AgentConfig) -> anyhow::Result<Vec<String>> {
         .options(&config.client_id())
         .context("MQTT settings")?;
     options.set_clean_session(true);
-    let (client, mut event_loop) = AsyncClient::new(options, total + 1);
-    tune_event_loop(&mut event_loop, &config.mqtt);
+    let (client, link) = Link::once(Some(&config.mqtt), options, total + 1);
+    let mut link = link.spawn(total + 1);
     let clear_all = |topics: &[String]| {
         topics.iter().try_for_each(|topic| {
             client
@@ -77,27 +77,29 @@ async fn clear(config: &AgentConfig) -> anyhow::Result<Vec<String>> {
     let mut acknowledged = 0;
     loop {
         tokio::select! {
-            event = event_loop.poll() => {
-                let event =
-                    event.with_context(|| format!("MQTT connection to {}", config.mqtt.url))?;
-                match event {
-                    Event::Incoming(Incoming::PubAck(_)) => {
-                        acknowledged += 1;
-                        if acknowledged == discovery.len() {
-                            grace.as_mut().reset(tokio::time::Instant::now() + HOME_ASSISTANT_GRACE);
-                            in_grace = true;
-                        }
-                        if acknowledged == total {
-                            client.try_disconnect().context("queue DISCONNECT")?;
-                        }
+            event = link.recv() => match event {
+                Some(LinkEvent::PublishAcked { .. }) => {
+                    acknowledged += 1;
+                    if acknowledged == discovery.len() {
+                        grace.as_mut().reset(tokio::time::Instant::now() + HOME_ASSISTANT_GRACE);
+                        in_grace = true;
                     }
-                    Event::Outgoing(Outgoing::Disconnect) => {
-                        crate::link::wait_for_close(&mut event_loop).await;
-                        return Ok(discovery.into_iter().chain(state).collect());
+                    if acknowledged == total {
+                        client.try_disconnect().context("queue DISCONNECT")?;
                     }
-                    _ => {}
                 }
-            }
+                Some(LinkEvent::Disconnected { error, .. }) => {
+                    return Err(anyhow::Error::new(error))
+                        .with_context(|| format!("MQTT connection to {}", config.mqtt.url));
+                }
+                Some(LinkEvent::Closed) | None => {
+                    if acknowledged < total {
+                        bail!("the MQTT connection to {} ended early", config.mqtt.url);
+                    }
+                    return Ok(discovery.into_iter().chain(state).collect());
+                }
+                Some(_) => {}
+            },
             () = &mut grace, if in_grace => {
                 in_grace = false;
                 clear_all(&state)?;

@@ -11,7 +11,6 @@
 //!   [`AgentConfig`] before anything starts.
 //! - [`agent`]: the [`Agent`], one struct owning the desk's state with a `select!` loop over MQTT
 //!   events, servo reports, the health ticker and shutdown; [`run`] is the whole life of an agent.
-//! - [`link`]: the single task that polls rumqttc's event loop.
 //! - [`policy`]: duplicates, maximum age and the rate limit.
 //! - [`servo`]: the [`servo::Servo`] trait, the rppal and simulated drivers, motion planning and
 //!   the worker thread that owns the servo.
@@ -26,7 +25,6 @@ pub mod cli;
 pub mod config;
 pub mod forget;
 pub mod health;
-pub mod link;
 pub mod policy;
 pub mod servo;
 

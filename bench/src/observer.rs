@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bonker_client::MqttSettings;
-use bonker_client::mqtt::tune_event_loop;
+use bonker_client::link::{Link, LinkEvent};
 use bonker_protocol::{Ack, Namespace, Outcome, Route, Status, Topics};
-use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
+use rumqttc::{AsyncClient, QoS};
 use tokio::sync::mpsc;
 
 /// What the observer saw.
@@ -74,45 +74,37 @@ impl Observer {
             .options(&client_id)
             .context("observer MQTT settings")?;
         mqtt.set_clean_session(true);
-        let (client, mut event_loop) = AsyncClient::new(mqtt, 1024);
-        tune_event_loop(&mut event_loop, &settings);
-        let mut filters = vec![SubscribeFilter::new(
-            topics.all_statuses(),
-            QoS::AtLeastOnce,
-        )];
+        let mut filters = vec![topics.all_statuses()];
         if options.acks {
-            filters.push(SubscribeFilter::new(topics.all_acks(), QoS::AtLeastOnce));
+            filters.push(topics.all_acks());
         }
         if let Some(namespace) = &options.bonks_on {
-            filters.push(SubscribeFilter::new(
-                topics.namespace_bonk(namespace),
-                QoS::AtLeastOnce,
-            ));
+            filters.push(topics.namespace_bonk(namespace));
         }
-        client.subscribe_many(filters).await?;
+        // A benchmark does not reconnect: a lost observer fails the section.
+        let (client, link) = Link::once(Some(&settings), mqtt, 1024);
+        let mut link = link.subscribe_on_connect(filters);
         let (events_tx, events) = mpsc::unbounded_channel();
         let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel::<Result<(), String>>();
         let task = tokio::spawn(async move {
             let mut subscribed_tx = Some(subscribed_tx);
             loop {
-                let event = match event_loop.poll().await {
-                    Ok(event) => event,
-                    Err(error) => {
-                        // A benchmark does not reconnect: a lost observer fails the section.
+                let event = link.next().await;
+                let at = Instant::now();
+                match event {
+                    LinkEvent::Disconnected { error, .. } => {
                         if let Some(tx) = subscribed_tx.take() {
                             let _ = tx.send(Err(error.to_string()));
                         }
                         return;
                     }
-                };
-                let at = Instant::now();
-                match event {
-                    Event::Incoming(Packet::SubAck(_)) => {
+                    LinkEvent::Closed => return,
+                    LinkEvent::Subscribed { .. } => {
                         if let Some(tx) = subscribed_tx.take() {
                             let _ = tx.send(Ok(()));
                         }
                     }
-                    Event::Incoming(Packet::Publish(publish)) => {
+                    LinkEvent::Message(publish) => {
                         if let Some(seen) = interpret(&topics, &publish.topic, &publish.payload, at)
                             && events_tx.send(seen).is_err()
                         {

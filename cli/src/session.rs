@@ -1,20 +1,24 @@
 //! A short-lived MQTT session for the CLI: connect, subscribe, publish one thing with its PUBACK,
 //! read what comes.
 //!
-//! One task polls rumqttc's event loop and forwards what matters over channels, so the commands
-//! are straight-line code over `recv()` with deadlines. The CLI does not reconnect: a person at a
-//! terminal is better served by a clear error than by silent retries.
+//! A one-shot [`Link`] polls rumqttc in a task of its own, so the commands are straight-line code
+//! over its events with deadlines. The CLI does not reconnect: a person at a terminal is better
+//! served by a clear error than by silent retries.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use bonker_client::MqttSettings;
-use rumqttc::{AsyncClient, Event, Packet, QoS};
-use tokio::sync::mpsc;
+use bonker_client::link::{Link, LinkEvent, Spawned};
+use rumqttc::{AsyncClient, QoS};
 use tokio::time::{Instant, timeout, timeout_at};
 
-/// How long to wait for the broker to answer CONNECT.
+/// How long to wait for the broker to answer CONNECT, a SUBSCRIBE or a publish.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// rumqttc's request queue and the link's event queue.
+const QUEUE: usize = 64;
 
 /// A message received by the CLI.
 #[derive(Debug, Clone)]
@@ -27,10 +31,25 @@ pub(crate) struct Received {
 #[derive(Debug)]
 pub(crate) struct Session {
     client: AsyncClient,
-    messages: mpsc::UnboundedReceiver<Received>,
-    acks: mpsc::UnboundedReceiver<()>,
-    subacks: mpsc::UnboundedReceiver<()>,
-    errors: mpsc::UnboundedReceiver<String>,
+    link: Spawned,
+    /// Messages that arrived while a command waited for an acknowledgement.
+    early: VecDeque<Received>,
+}
+
+/// What a command waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaited {
+    SubAck,
+    PubAck,
+    Message,
+}
+
+/// What a wait ended with.
+#[derive(Debug)]
+enum Waited {
+    Message(Received),
+    Acknowledged,
+    Deadline,
 }
 
 impl Session {
@@ -39,19 +58,9 @@ impl Session {
         let client_id = format!("bonker-cli-{}", std::process::id());
         let mut options = settings.options(&client_id)?;
         options.set_clean_session(true);
-        let (client, mut event_loop) = AsyncClient::new(options, 64);
-        bonker_client::mqtt::tune_event_loop(&mut event_loop, settings);
-        let connected = timeout(CONNECT_TIMEOUT, async {
-            loop {
-                match event_loop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
-                    Ok(_) => {}
-                    Err(error) => return Err(error),
-                }
-            }
-        })
-        .await;
-        match connected {
+        let (client, link) = Link::once(Some(settings), options, QUEUE);
+        let mut link = link.spawn(QUEUE);
+        match timeout(CONNECT_TIMEOUT, link.connected()).await {
             Err(_) => bail!(
                 "the broker at {} did not answer within {CONNECT_TIMEOUT:?}",
                 settings.url
@@ -61,43 +70,65 @@ impl Session {
                 return Err(anyhow!(error.to_string()))
                     .with_context(|| format!("cannot connect to the broker at {}", settings.url));
             }
-            Ok(Ok(())) => {}
+            Ok(Ok(_)) => {}
         }
-        let (message_tx, messages) = mpsc::unbounded_channel();
-        let (ack_tx, acks) = mpsc::unbounded_channel();
-        let (suback_tx, subacks) = mpsc::unbounded_channel();
-        let (error_tx, errors) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                match event_loop.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(publish))) => {
-                        let _ = message_tx.send(Received {
-                            topic: publish.topic.clone(),
-                            payload: publish.payload.to_vec(),
-                        });
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(_))) => {
-                        let _ = ack_tx.send(());
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = suback_tx.send(());
-                    }
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
-                    Ok(_) => {}
-                    Err(error) => {
-                        let _ = error_tx.send(error.to_string());
-                        break;
-                    }
-                }
-            }
-        });
         Ok(Session {
             client,
-            messages,
-            acks,
-            subacks,
-            errors,
+            link,
+            early: VecDeque::new(),
         })
+    }
+
+    /// Waits for the next event of the kind awaited, keeping messages that come first.
+    async fn wait_for(&mut self, awaited: Awaited, deadline: Option<Instant>) -> Result<Waited> {
+        if awaited == Awaited::Message
+            && let Some(message) = self.early.pop_front()
+        {
+            return Ok(Waited::Message(message));
+        }
+        loop {
+            let event = match deadline {
+                Some(deadline) => match timeout_at(deadline, self.link.recv()).await {
+                    Ok(event) => event,
+                    Err(_) => return Ok(Waited::Deadline),
+                },
+                None => self.link.recv().await,
+            };
+            match event {
+                Some(LinkEvent::Message(publish)) => {
+                    let message = Received {
+                        topic: publish.topic,
+                        payload: publish.payload.to_vec(),
+                    };
+                    if awaited == Awaited::Message {
+                        return Ok(Waited::Message(message));
+                    }
+                    self.early.push_back(message);
+                }
+                Some(LinkEvent::Subscribed { .. }) if awaited == Awaited::SubAck => {
+                    return Ok(Waited::Acknowledged);
+                }
+                Some(LinkEvent::PublishAcked { .. }) if awaited == Awaited::PubAck => {
+                    return Ok(Waited::Acknowledged);
+                }
+                Some(LinkEvent::Disconnected { error, .. }) => bail!("connection lost: {error}"),
+                Some(LinkEvent::Closed) | None => bail!("connection lost"),
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Waits for an acknowledgement of `awaited`'s kind; `what` names it in the error.
+    async fn acknowledged(
+        &mut self,
+        awaited: Awaited,
+        what: impl FnOnce() -> String,
+    ) -> Result<()> {
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        match self.wait_for(awaited, Some(deadline)).await? {
+            Waited::Acknowledged => Ok(()),
+            Waited::Deadline | Waited::Message(_) => bail!("{}", what()),
+        }
     }
 
     /// Subscribes to each filter at QoS 1 and waits for the broker's SUBACKs.
@@ -108,13 +139,8 @@ impl Session {
                 .await?;
         }
         for filter in filters {
-            tokio::select! {
-                ack = timeout(CONNECT_TIMEOUT, self.subacks.recv()) => {
-                    ack.map_err(|_| anyhow!("no SUBACK for {filter}"))?
-                        .ok_or_else(|| anyhow!("connection lost while subscribing"))?;
-                }
-                Some(error) = self.errors.recv() => bail!("connection lost: {error}"),
-            }
+            self.acknowledged(Awaited::SubAck, || format!("no SUBACK for {filter}"))
+                .await?;
         }
         Ok(())
     }
@@ -129,29 +155,25 @@ impl Session {
         self.client
             .publish(topic, QoS::AtLeastOnce, retain, payload)
             .await?;
-        tokio::select! {
-            ack = timeout(CONNECT_TIMEOUT, self.acks.recv()) => {
-                ack.map_err(|_| anyhow!("the broker did not acknowledge the publish to {topic}"))?
-                    .ok_or_else(|| anyhow!("connection lost while publishing"))?;
-            }
-            Some(error) = self.errors.recv() => bail!("connection lost: {error}"),
-        }
-        Ok(())
+        self.acknowledged(Awaited::PubAck, || {
+            format!("the broker did not acknowledge the publish to {topic}")
+        })
+        .await
     }
 
     /// The next message before `deadline`, or `None` at the deadline.
     pub(crate) async fn next_before(&mut self, deadline: Instant) -> Result<Option<Received>> {
-        tokio::select! {
-            message = timeout_at(deadline, self.messages.recv()) => Ok(message.ok().flatten()),
-            Some(error) = self.errors.recv() => bail!("connection lost: {error}"),
+        match self.wait_for(Awaited::Message, Some(deadline)).await? {
+            Waited::Message(message) => Ok(Some(message)),
+            Waited::Deadline | Waited::Acknowledged => Ok(None),
         }
     }
 
     /// The next message, waiting as long as it takes.
     pub(crate) async fn next(&mut self) -> Result<Received> {
-        tokio::select! {
-            Some(message) = self.messages.recv() => Ok(message),
-            Some(error) = self.errors.recv() => bail!("connection lost: {error}"),
+        match self.wait_for(Awaited::Message, None).await? {
+            Waited::Message(message) => Ok(message),
+            Waited::Deadline | Waited::Acknowledged => bail!("connection lost"),
         }
     }
 
@@ -175,6 +197,8 @@ impl Session {
 
     /// Disconnects cleanly.
     pub(crate) async fn disconnect(self) {
-        let _ = self.client.disconnect().await;
+        if self.client.try_disconnect().is_ok() {
+            self.link.closed(CONNECT_TIMEOUT).await;
+        }
     }
 }

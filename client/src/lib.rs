@@ -3,6 +3,8 @@
 //!
 //! - [`mqtt`]: `--mqtt…` flags, the `[mqtt]` config section, rumqttc options (TLS, credentials,
 //!   TCP_NODELAY, packet limits) and reconnect backoff.
+//! - [`link`]: the one loop that polls rumqttc — backoff, re-subscribe and clean state on every
+//!   `ConnAck`, typed events.
 //! - [`puback`]: which publish the broker acknowledged (rumqttc reports only packet ids).
 //! - [`config`]: defaults → TOML file → `BONKER_…` environment → flags.
 //! - `server` (feature `server`): the HTTP server loop with timeouts and a connection cap.
@@ -10,6 +12,7 @@
 //! - [`init_tracing`]: structured logs, filtered by `BONKER_LOG` or `RUST_LOG`.
 
 pub mod config;
+pub mod link;
 pub mod mqtt;
 pub mod puback;
 #[cfg(feature = "server")]

@@ -14,7 +14,8 @@
 //!
 //! The order only holds while nothing else is in rumqttc's queues, so a program using this
 //! publishes only while connected, takes every entry back with [`PubAcks::take_all`] when the
-//! connection fails, and calls [`forget_old_connection`] on every `ConnAck`: rumqttc would
+//! connection fails, and clears rumqttc's leftovers on every `ConnAck` ([`forget_old_connection`],
+//! which a [`crate::link::Link`] made with `fresh_on_connect` calls): rumqttc would
 //! otherwise re-send the old connection's publishes under their old packet ids, replay a queued
 //! `Outgoing::Publish` of the old connection (handing the next PUBACK to the wrong entry), or keep
 //! a stashed packet-id collision that blocks every new publish.

@@ -4,7 +4,7 @@
 //! ([`crate::recall`]).
 //!
 //! # One task owns the connection
-//! [`MqttTask`] owns the rumqttc `EventLoop` and is the only thing that polls it. HTTP handlers
+//! [`MqttTask`] owns the connection's [`Link`] and is the only thing that polls it. HTTP handlers
 //! never touch MQTT: they send [`OutgoingBonk`]s through a [`Publisher`] (a bounded channel) and
 //! await one answer per bonk. The task never awaits anything but the event loop, its command
 //! channel, a backoff timer and shutdown, so nothing an HTTP client does can stall it.
@@ -31,11 +31,9 @@
 //! - while disconnected, publishes are not handed to rumqttc but wait (bounded) for the next
 //!   `ConnAck` or until their HTTP request gives up, so the order of rumqttc's channel always
 //!   matches the correlation's;
-//! - on every `ConnAck` leftover requests of the old connection are cleared (rumqttc would
-//!   otherwise re-send them and break the correlation), the subscriptions are made again (rumqttc
-//!   does not re-subscribe) and the backoff resets;
-//! - after an error the task waits [`Backoff::next_delay`] before polling again (rumqttc itself
-//!   would reconnect at once, forever).
+//! - on every `ConnAck` the link clears leftover requests of the old connection (rumqttc would
+//!   otherwise re-send them and break the correlation), subscribes again (rumqttc does not) and
+//!   resets its backoff; publish commands are served during the backoff delay too.
 //!
 //! # Waiting for the desks after a reconnect
 //! The PUBACK says the broker has a bonk, not that any desk will get it: a broker restarted
@@ -58,15 +56,12 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bonker_client::Backoff;
-use bonker_client::mqtt::{SettingsError, tune_event_loop};
-use bonker_client::puback::{PubAcks, forget_old_connection};
+use bonker_client::link::{Link, LinkEvent};
+use bonker_client::mqtt::SettingsError;
+use bonker_client::puback::PubAcks;
 use bonker_protocol::{Bonk, BonkId, Route, Status, Topics};
 use chrono::Utc;
-use rumqttc::{
-    AsyncClient, ConnAck, ConnectionError, Event, EventLoop, Outgoing, Packet, Publish, QoS,
-    SubAck, SubscribeFilter, SubscribeReasonCode,
-};
+use rumqttc::{AsyncClient, ConnectionError, Publish, QoS};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -283,11 +278,10 @@ impl Inflight {
 /// The MQTT side of the gateway: owns the connection. Run it with [`MqttTask::run`].
 pub struct MqttTask {
     client: AsyncClient,
-    event_loop: EventLoop,
+    link: Link,
     commands: mpsc::Receiver<PublishCommand>,
     topics: Topics,
     url: String,
-    backoff: Backoff,
     connected: watch::Sender<bool>,
     is_connected: bool,
     fleet: Arc<Mutex<Fleet>>,
@@ -312,7 +306,7 @@ impl std::fmt::Debug for MqttTask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MqttTask")
             .field("url", &self.url)
-            .field("client_id", &self.event_loop.mqtt_options.client_id())
+            .field("client_id", &self.link.client_id())
             .field("connected", &self.is_connected)
             .finish_non_exhaustive()
     }
@@ -345,18 +339,25 @@ pub fn connect(
     let desk_return_timeout = gateway.desk_return_timeout;
     let mut options = settings.options(default_client_id)?;
     options.set_clean_session(true);
-    let (client, mut event_loop) = AsyncClient::new(options, CLIENT_REQUEST_CAPACITY);
-    tune_event_loop(&mut event_loop, settings);
+    let (client, link) = Link::new(settings, options, CLIENT_REQUEST_CAPACITY);
+    let link = link
+        .subscribe_on_connect([
+            topics.all_statuses(),
+            topics.all_health(),
+            topics.all_acks(),
+            topics.all_namespace_bonks(),
+            topics.all_desk_bonks(),
+        ])
+        .fresh_on_connect();
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
     let (connected, connected_rx) = watch::channel(false);
     let (holding, holding_rx) = watch::channel(false);
     let task = MqttTask {
         client,
-        event_loop,
+        link,
         commands,
         topics,
         url: settings.url.clone(),
-        backoff: settings.backoff(),
         connected,
         is_connected: false,
         fleet,
@@ -380,7 +381,7 @@ pub fn connect(
 }
 
 enum Step {
-    Event(Result<Event, ConnectionError>),
+    Event(LinkEvent),
     Shutdown,
 }
 
@@ -389,33 +390,23 @@ impl MqttTask {
     pub async fn run(mut self, shutdown: CancellationToken) {
         tracing::info!(
             url = %self.url,
-            client_id = %self.event_loop.mqtt_options.client_id(),
+            client_id = %self.link.client_id(),
             "connecting to the MQTT broker"
         );
         loop {
             match self.next_event(&shutdown).await {
-                Step::Shutdown => break,
-                Step::Event(Ok(event)) => self.handle_event(event),
-                Step::Event(Err(error)) => {
-                    self.connection_lost(&error);
-                    let delay = self.backoff.next_delay();
-                    tracing::debug!(
-                        delay_ms = delay.as_millis() as u64,
-                        "reconnecting after a delay"
-                    );
-                    if !self.wait(delay, &shutdown).await {
-                        break;
-                    }
-                }
+                Step::Shutdown | Step::Event(LinkEvent::Closed) => break,
+                Step::Event(event) => self.handle_event(event),
             }
         }
         self.disconnect().await;
     }
 
-    /// Polls the event loop, serving publish commands while it waits. The poll future is never
-    /// dropped half-way for a command (only for shutdown), so no packet is lost to cancellation.
+    /// Polls the link, serving publish commands while it waits (a backoff delay included). The
+    /// poll future is never dropped half-way for a command (only for shutdown), so no packet is
+    /// lost to cancellation.
     async fn next_event(&mut self, shutdown: &CancellationToken) -> Step {
-        let poll = self.event_loop.poll();
+        let poll = self.link.next();
         tokio::pin!(poll);
         loop {
             let hold_deadline = self.hold.as_ref().map(|hold| hold.deadline);
@@ -424,7 +415,7 @@ impl MqttTask {
                 () = shutdown.cancelled() => return Step::Shutdown,
                 event = &mut poll => return Step::Event(event),
                 () = sleep_until(hold_deadline), if hold_deadline.is_some() => {
-                    // Field by field: `poll` holds the event loop.
+                    // Field by field: `poll` holds the link.
                     if let Some(hold) = self.hold.take() {
                         end_hold(hold, &self.holding, &self.metrics);
                         if self.is_connected {
@@ -440,71 +431,50 @@ impl MqttTask {
         }
     }
 
-    /// Waits `delay` (reconnect backoff), queueing publish commands meanwhile. False on shutdown.
-    async fn wait(&mut self, delay: Duration, shutdown: &CancellationToken) -> bool {
-        let sleep = tokio::time::sleep(delay);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return false,
-                () = &mut sleep => return true,
-                Some(command) = self.commands.recv() => {
-                    let ready = self.ready_to_publish();
-                    self.inflight.submit(command, ready, &self.client, &self.fleet);
-                }
-            }
-        }
-    }
-
-    fn handle_event(&mut self, event: Event) {
+    fn handle_event(&mut self, event: LinkEvent) {
         match event {
-            Event::Incoming(Packet::ConnAck(ack)) => self.connected(&ack),
-            Event::Incoming(Packet::Publish(publish)) => self.message(&publish),
-            Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(waiter) = self.inflight.acks.acked(ack.pkid) {
+            LinkEvent::Connected {
+                session_present, ..
+            } => self.connected(session_present),
+            LinkEvent::Message(publish) => self.message(&publish),
+            LinkEvent::PublishAcked { pkid, .. } => {
+                if let Some(waiter) = self.inflight.acks.acked(pkid) {
                     lock(&self.fleet).record_accepted(&waiter.id);
                     let _ = waiter.reply.send(Ok(()));
                 }
             }
-            Event::Incoming(Packet::SubAck(ack)) => self.subscribed(&ack),
-            Event::Outgoing(Outgoing::Publish(pkid)) => {
+            LinkEvent::Subscribed { refused } => subscribed(refused),
+            LinkEvent::PublishWritten(pkid) => {
                 if !self.inflight.acks.written(pkid) {
                     tracing::debug!(pkid, "a publish went out that no request is waiting for");
                 }
                 self.inflight.pump(&self.client, &self.fleet);
             }
-            Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
+            LinkEvent::Disconnected { error, retry_in } => {
+                self.connection_lost(&error);
+                tracing::debug!(
+                    delay_ms = retry_in.as_millis() as u64,
+                    "reconnecting after a delay"
+                );
+            }
+            LinkEvent::PublishCollision(pkid) => {
                 tracing::debug!(
                     pkid,
                     "packet id collision; the publish waits for the broker"
                 );
             }
-            _ => {}
+            LinkEvent::SubscribeSent { .. } | LinkEvent::Closed => {}
         }
     }
 
-    fn connected(&mut self, ack: &ConnAck) {
-        // Requests of the previous connection: their waiters already failed.
-        forget_old_connection(&mut self.event_loop);
+    /// The link subscribed to the desk topics and cleared the old connection's requests (their
+    /// waiters already failed).
+    fn connected(&mut self, session_present: bool) {
         self.is_connected = true;
         self.connected.send_replace(true);
         self.metrics.mqtt_connected.set(1);
         self.metrics.mqtt_connections.inc();
-        self.backoff.reset();
-        tracing::info!(url = %self.url, session_present = ack.session_present, "connected to the MQTT broker");
-        let filters = [
-            self.topics.all_statuses(),
-            self.topics.all_health(),
-            self.topics.all_acks(),
-            self.topics.all_namespace_bonks(),
-            self.topics.all_desk_bonks(),
-        ]
-        .into_iter()
-        .map(|filter| SubscribeFilter::new(filter, QoS::AtLeastOnce));
-        if let Err(error) = self.client.try_subscribe_many(filters) {
-            tracing::warn!(%error, "cannot subscribe to the desk topics; the fleet view stays empty");
-        }
+        tracing::info!(url = %self.url, session_present, "connected to the MQTT broker");
         if std::mem::replace(&mut self.ever_connected, true) {
             self.hold_for_desks();
         }
@@ -585,21 +555,6 @@ impl MqttTask {
         self.hold = None;
         self.holding.send_replace(false);
         self.metrics.desks_awaited.set(0);
-    }
-
-    fn subscribed(&self, ack: &SubAck) {
-        if ack
-            .return_codes
-            .iter()
-            .any(|code| matches!(code, SubscribeReasonCode::Failure))
-        {
-            tracing::warn!(
-                "the broker refused a subscription to the desk topics (check its ACL); the fleet \
-                 view may be incomplete"
-            );
-        } else {
-            tracing::debug!("subscribed to the desk topics");
-        }
     }
 
     fn message(&mut self, publish: &Publish) {
@@ -703,9 +658,9 @@ impl MqttTask {
         }
         let clean = tokio::time::timeout(DISCONNECT_TIMEOUT, async {
             loop {
-                match self.event_loop.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                    Ok(_) => {}
+                match self.link.next().await {
+                    LinkEvent::Closed | LinkEvent::Disconnected { .. } => break,
+                    _ => {}
                 }
             }
         })
@@ -722,6 +677,19 @@ impl MqttTask {
 /// Locks the fleet; a panic elsewhere while holding it leaves data that is still worth serving.
 pub(crate) fn lock(fleet: &Mutex<Fleet>) -> std::sync::MutexGuard<'_, Fleet> {
     fleet.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The broker answered the SUBSCRIBE to the desk topics.
+fn subscribed(refused: usize) {
+    if refused > 0 {
+        tracing::warn!(
+            refused,
+            "the broker refused a subscription to the desk topics (check its ACL); the fleet \
+             view may be incomplete"
+        );
+    } else {
+        tracing::debug!("subscribed to the desk topics");
+    }
 }
 
 /// Reports the end of a hold: every desk back, or the timeout passed with some missing.

@@ -1,12 +1,13 @@
 //! An MQTT client for tests: subscribe, publish (awaiting the broker's PUBACK), and await messages
 //! with a deadline.
 //!
-//! One task polls the rumqttc event loop and forwards publishes to the test; the test awaits them.
+//! One task polls a one-shot [`bonker_client::link::Link`] and forwards what the test awaits.
 //! Nothing here sleeps to synchronise: every wait ends on an event or a deadline.
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use bonker_client::link::{Link, LinkEvent};
+use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS};
 use tokio::sync::{Mutex, mpsc};
 
 /// A message a probe received.
@@ -140,36 +141,39 @@ impl Probe {
         if let Some(ca) = &options.ca_pem {
             mqtt.set_transport(rumqttc::Transport::Tls(tls_config(ca)));
         }
-        let (client, mut event_loop) = AsyncClient::new(mqtt, 1000);
-        let mut network = event_loop.network_options();
-        network.set_tcp_nodelay(true);
-        event_loop.set_network_options(network);
+        let (client, mut link) = Link::once(None, mqtt, 1000);
 
         // Wait for the ConnAck before handing the probe out.
         let session_present = loop {
-            match tokio::time::timeout(crate::DEADLINE, event_loop.poll()).await {
+            match tokio::time::timeout(crate::DEADLINE, link.next()).await {
                 Err(_) => return Err(ConnectError(format!("no CONNACK from {url}"))),
-                Ok(Err(e)) => return Err(ConnectError(e.to_string())),
-                Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => break ack.session_present,
-                Ok(Ok(_)) => {}
+                Ok(LinkEvent::Disconnected { error, .. }) => {
+                    return Err(ConnectError(error.to_string()));
+                }
+                Ok(LinkEvent::Closed) => return Err(ConnectError("closed".to_owned())),
+                Ok(LinkEvent::Connected {
+                    session_present, ..
+                }) => break session_present,
+                Ok(_) => {}
             }
         };
         let (message_tx, messages) = mpsc::unbounded_channel();
         let (ack_tx, acks) = mpsc::unbounded_channel();
         let (suback_tx, subacks) = mpsc::unbounded_channel();
+        // The test reads when it likes: what it has not read yet waits here, not in the link.
         let task = tokio::spawn(async move {
             loop {
-                let note = match event_loop.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => Note::Message(Message {
+                let note = match link.next().await {
+                    LinkEvent::Message(p) => Note::Message(Message {
                         topic: p.topic.clone(),
                         payload: p.payload.to_vec(),
                         retain: p.retain,
                     }),
-                    Ok(Event::Incoming(Packet::PubAck(_))) => Note::PubAck,
-                    Ok(Event::Incoming(Packet::SubAck(_))) => Note::SubAck,
-                    Ok(_) => continue,
+                    LinkEvent::PublishAcked { .. } => Note::PubAck,
+                    LinkEvent::Subscribed { .. } => Note::SubAck,
                     // The probe does not reconnect: a test that kills the broker makes a new one.
-                    Err(_) => break,
+                    LinkEvent::Disconnected { .. } | LinkEvent::Closed => break,
+                    _ => continue,
                 };
                 let sent = match note {
                     Note::Message(m) => message_tx.send(m).is_ok(),

@@ -20,10 +20,11 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bonker_client::MqttSettings;
-use bonker_client::puback::{PubAcks, forget_old_connection};
+use bonker_client::link::{Link, LinkEvent};
+use bonker_client::puback::PubAcks;
 use bonker_protocol::topics::BONK_DELIVERY;
 use bonker_protocol::{Bonk, BonkId};
-use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet};
+use rumqttc::AsyncClient;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -70,22 +71,22 @@ impl BonkPublisher {
         metrics: Metrics,
     ) -> Result<(BonkPublisher, Confirmations), bonker_client::mqtt::SettingsError> {
         let options = settings.options(&format!("bonker-watcher-{node}"))?;
-        let (client, mut event_loop) = AsyncClient::new(options, CLIENT_REQUEST_CAPACITY);
-        bonker_client::mqtt::tune_event_loop(&mut event_loop, settings);
+        let (client, link) = Link::new(settings, options, CLIENT_REQUEST_CAPACITY);
         let (queue, commands) = mpsc::channel(max_queued_bonks);
         let (confirm, confirmations) = mpsc::unbounded_channel();
         let task = PublishTask {
-            client,
-            event_loop,
+            link: link.fresh_on_connect(),
             commands,
-            confirm,
-            waiting: VecDeque::new(),
-            acks: PubAcks::default(),
-            max_queued_bonks,
-            connected: false,
-            draining: false,
-            backoff: settings.backoff(),
-            metrics: metrics.clone(),
+            outbox: Outbox {
+                client,
+                confirm,
+                waiting: VecDeque::new(),
+                acks: PubAcks::default(),
+                max_queued_bonks,
+                connected: false,
+                draining: false,
+                metrics: metrics.clone(),
+            },
         };
         let task = tokio::spawn(task.run());
         Ok((
@@ -139,12 +140,40 @@ impl BonkPublisher {
     }
 }
 
-/// The one task that polls the event loop: it reconnects with backoff and never blocks on
-/// anything else.
+/// The one task that polls the link: it never blocks on anything else.
 struct PublishTask {
-    client: AsyncClient,
-    event_loop: EventLoop,
+    link: Link,
     commands: mpsc::Receiver<Queued>,
+    outbox: Outbox,
+}
+
+impl PublishTask {
+    async fn run(mut self) {
+        loop {
+            let event = {
+                // Commands are taken while the poll is pending, which is never dropped half-way:
+                // rumqttc's poll is not cancel-safe while it writes.
+                let poll = self.link.next();
+                tokio::pin!(poll);
+                loop {
+                    let accepting = self.outbox.has_room() && !self.outbox.draining;
+                    tokio::select! {
+                        event = &mut poll => break event,
+                        command = self.commands.recv(), if accepting => self.outbox.take(command),
+                    }
+                }
+            };
+            if !self.outbox.handle(event) {
+                break;
+            }
+        }
+        self.outbox.metrics.mqtt_connected.set(0);
+    }
+}
+
+/// Bonks between the watcher and the broker's PUBACK.
+struct Outbox {
+    client: AsyncClient,
     confirm: mpsc::UnboundedSender<u64>,
     /// Not handed to rumqttc yet (disconnected, or [`HANDOVER_LIMIT`] reached), in order.
     waiting: VecDeque<Queued>,
@@ -154,77 +183,77 @@ struct PublishTask {
     connected: bool,
     /// The watcher stopped: send what is queued, then disconnect.
     draining: bool,
-    backoff: bonker_client::Backoff,
     metrics: Metrics,
 }
 
-impl PublishTask {
-    async fn run(mut self) {
-        loop {
-            let room = self.waiting.len() + self.acks.len() < self.max_queued_bonks;
-            let event = tokio::select! {
-                event = self.event_loop.poll() => event,
-                command = self.commands.recv(), if room && !self.draining => {
-                    match command {
-                        Some(queued) => {
-                            self.waiting.push_back(queued);
-                            self.pump();
-                        }
-                        None => {
-                            self.draining = true;
-                            self.disconnect_when_done();
-                        }
-                    }
-                    continue;
-                }
-            };
-            match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    // What rumqttc kept of the old connection is in `waiting` again.
-                    forget_old_connection(&mut self.event_loop);
-                    self.connected = true;
-                    self.backoff.reset();
-                    self.metrics.mqtt_connected.set(1);
-                    tracing::info!(
-                        session_present = ack.session_present,
-                        resending = self.waiting.len(),
-                        "connected to the MQTT broker"
-                    );
-                    self.pump();
-                    self.disconnect_when_done();
-                }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                    if !self.acks.written(pkid) {
-                        tracing::debug!(pkid, "a publish went out that no bonk is waiting for");
-                    }
-                    self.pump();
-                }
-                Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    if let Some(queued) = self.acks.acked(ack.pkid) {
-                        self.metrics.bonks_published.inc();
-                        tracing::debug!(bonk_id = %queued.id, topic = queued.topic, "the broker has the bonk");
-                        if let Some(seq) = queued.seq {
-                            let _ = self.confirm.send(seq);
-                        }
-                    }
-                    self.disconnect_when_done();
-                }
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
-                Ok(_) => {}
-                Err(error) => {
-                    self.connected = false;
-                    self.metrics.mqtt_connected.set(0);
-                    // None of these will be acknowledged on this connection: send them again, first.
-                    for queued in self.acks.take_all().into_iter().rev() {
-                        self.waiting.push_front(queued);
-                    }
-                    let delay = self.backoff.next_delay();
-                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, waiting = self.waiting.len(), "MQTT connection failed");
-                    tokio::time::sleep(delay).await;
-                }
+impl Outbox {
+    fn has_room(&self) -> bool {
+        self.waiting.len() + self.acks.len() < self.max_queued_bonks
+    }
+
+    /// A bonk from the watcher, or `None` when it stopped.
+    fn take(&mut self, command: Option<Queued>) {
+        match command {
+            Some(queued) => {
+                self.waiting.push_back(queued);
+                self.pump();
+            }
+            None => {
+                self.draining = true;
+                self.disconnect_when_done();
             }
         }
-        self.metrics.mqtt_connected.set(0);
+    }
+
+    /// False once the link has stopped.
+    fn handle(&mut self, event: LinkEvent) -> bool {
+        match event {
+            LinkEvent::Connected {
+                session_present, ..
+            } => {
+                // What rumqttc kept of the old connection is in `waiting` again; the link cleared it.
+                self.connected = true;
+                self.metrics.mqtt_connected.set(1);
+                tracing::info!(
+                    session_present,
+                    resending = self.waiting.len(),
+                    "connected to the MQTT broker"
+                );
+                self.pump();
+                self.disconnect_when_done();
+            }
+            LinkEvent::PublishWritten(pkid) => {
+                if !self.acks.written(pkid) {
+                    tracing::debug!(pkid, "a publish went out that no bonk is waiting for");
+                }
+                self.pump();
+            }
+            LinkEvent::PublishAcked { pkid, .. } => {
+                if let Some(queued) = self.acks.acked(pkid) {
+                    self.metrics.bonks_published.inc();
+                    tracing::debug!(bonk_id = %queued.id, topic = queued.topic, "the broker has the bonk");
+                    if let Some(seq) = queued.seq {
+                        let _ = self.confirm.send(seq);
+                    }
+                }
+                self.disconnect_when_done();
+            }
+            LinkEvent::Disconnected { error, retry_in } => {
+                self.connected = false;
+                self.metrics.mqtt_connected.set(0);
+                // None of these will be acknowledged on this connection: send them again, first.
+                for queued in self.acks.take_all().into_iter().rev() {
+                    self.waiting.push_front(queued);
+                }
+                tracing::warn!(%error, retry_in_ms = retry_in.as_millis() as u64, waiting = self.waiting.len(), "MQTT connection failed");
+            }
+            LinkEvent::Closed => return false,
+            LinkEvent::Message(_)
+            | LinkEvent::Subscribed { .. }
+            | LinkEvent::SubscribeSent { .. }
+            | LinkEvent::PublishCollision(_) => {}
+        }
+        true
     }
 
     /// Hands waiting bonks to rumqttc while connected and there is room.

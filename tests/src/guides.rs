@@ -41,3 +41,23 @@ pub fn setting(block: &str, key: &str) -> String {
         .unwrap_or_else(|| panic!("the documented configuration does not set {key}:\n{block}"))
         .to_owned()
 }
+
+/// `block` with the value of the line that sets `key` replaced by `value` — for the few settings
+/// that name a machine, a file or a secret (an address, a CA file, a password), which a test must
+/// point at its own. Panics when the block does not set `key`, so a test cannot drift from a
+/// guide that stopped setting it.
+pub fn with_setting(block: &str, key: &str, value: &str) -> String {
+    let line = setting(block, key);
+    block
+        .lines()
+        .map(|l| {
+            if l == line {
+                format!("{key} {value}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}

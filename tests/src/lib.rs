@@ -12,6 +12,8 @@
 //! - [`prometheus`]: Debian's Prometheus evaluating the shipped rules against a test exporter
 //!   that serves kube-state-metrics, cAdvisor and node-exporter series;
 //! - [`proxy::RoundRobinProxy`]: a Kubernetes Service in miniature, in front of gateway replicas;
+//!   [`proxy::CuttableLink`]: a WAN link that can be cut and restored;
+//! - [`bridge::TestBridge`]: an office mosquitto bridged to the cluster broker across such a link;
 //! - [`tls::TestCa`]: a throw-away CA and server certificate for TLS tests;
 //! - [`homeassistant::TestHomeAssistant`]: a real Home Assistant with its MQTT integration on the
 //!   test broker, its entities' states streamed back over MQTT;
@@ -25,6 +27,7 @@
 //! Only loopback addresses are ever used.
 
 pub mod alertmanager;
+pub mod bridge;
 pub mod broker;
 pub mod fleet;
 pub mod guides;
@@ -39,11 +42,12 @@ pub mod tls;
 pub mod webhook;
 
 pub use alertmanager::{AlertmanagerOptions, TestAlertmanager};
+pub use bridge::TestBridge;
 pub use broker::{BrokerKind, BrokerOptions, TestBroker};
 pub use fleet::{AgentProcess, GatewayProcess};
 pub use probe::{Message, Probe, ProbeOptions};
 pub use process::{ChildProcess, binary, free_port};
-pub use proxy::{RoundRobinProxy, StallableLink};
+pub use proxy::{CuttableLink, RoundRobinProxy, StallableLink};
 pub use sse::{SseEvent, SseStream};
 pub use tls::TestCa;
 

@@ -1,8 +1,10 @@
-//! A TCP round-robin proxy: what a Kubernetes Service does in front of gateway replicas.
+//! TCP proxies: a round-robin one, what a Kubernetes Service does in front of gateway replicas; a
+//! broker link whose replies can be stalled; a link that can be cut, as a WAN outage cuts a bridge.
 //!
-//! Each accepted connection goes to the next backend in turn; a backend that refuses the
-//! connection is skipped, as kube-proxy's endpoints drop a pod that is gone (here at once, which is
-//! kinder than the real thing). Bytes are copied both ways until either side closes.
+//! The round-robin proxy sends each accepted connection to the next backend in turn; a backend
+//! that refuses the connection is skipped, as kube-proxy's endpoints drop a pod that is gone (here
+//! at once, which is kinder than the real thing). Bytes are copied both ways until either side
+//! closes.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -149,6 +151,92 @@ impl StallableLink {
 }
 
 impl Drop for StallableLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A TCP link that can be cut and restored: what a WAN outage does to a bridge between an office
+/// broker and the cluster broker. Every connection is forwarded to `upstream`; [`cut`] closes the
+/// open ones (both ends see their connection drop, as after a router reset) and closes every new
+/// connection as soon as it is accepted, until [`restore`].
+///
+/// [`cut`]: CuttableLink::cut
+/// [`restore`]: CuttableLink::restore
+#[derive(Debug)]
+pub struct CuttableLink {
+    addr: SocketAddr,
+    cut: Arc<tokio::sync::watch::Sender<bool>>,
+    connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CuttableLink {
+    /// Listens on a free loopback port and forwards every connection to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> CuttableLink {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind the link");
+        let addr = listener.local_addr().expect("link address");
+        let cut = Arc::new(tokio::sync::watch::Sender::new(false));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let gate = cut.clone();
+        let counter = connections.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let mut gate = gate.subscribe();
+                if *gate.borrow_and_update() {
+                    // Closed at once: the client sees its connection attempt fail.
+                    continue;
+                }
+                let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = gate.wait_for(|cut| *cut) => {}
+                    }
+                    // Dropping both streams closes both connections.
+                });
+            }
+        });
+        CuttableLink {
+            addr,
+            cut,
+            connections,
+            task,
+        }
+    }
+
+    /// The link's address, `127.0.0.1:<port>`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Closes every connection through the link and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Forwards new connections again.
+    pub fn restore(&self) {
+        self.cut.send_replace(false);
+    }
+
+    /// Connections forwarded so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CuttableLink {
     fn drop(&mut self) {
         self.task.abort();
     }

@@ -237,20 +237,8 @@ impl Default for HomeAssistantSettings {
     }
 }
 
-/// A configuration that cannot run, with the key that is wrong.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The layers could not be read or merged (missing file, bad TOML, unknown key, bad type).
-    #[error(transparent)]
-    Load(#[from] bonker_client::config::ConfigError),
-    /// A value is out of range or contradicts another.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-fn invalid(message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid(message.into())
-}
+pub use bonker_client::config::ConfigError;
+use bonker_client::config::invalid;
 
 /// Which namespaces a desk watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -620,7 +608,7 @@ pub struct ServoOverrides {
 
 /// Loads settings: defaults, then `file`, then `BONKER_…` variables, then `overrides`.
 pub fn load_settings(file: Option<&Path>, overrides: &Overrides) -> Result<Settings, ConfigError> {
-    Ok(bonker_client::config::load(file, LIST_KEYS, overrides)?)
+    bonker_client::config::load(file, LIST_KEYS, overrides)
 }
 
 #[cfg(test)]
@@ -645,12 +633,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Ok(bonker_client::config::load_from_env(
-            file,
-            LIST_KEYS,
-            overrides,
-            Some(env),
-        )?)
+        bonker_client::config::load_from_env(file, LIST_KEYS, overrides, Some(env))
     }
 
     #[test]

@@ -48,8 +48,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     /// The settings are wrong; the message says which one and how.
-    #[error("invalid broker settings: {0}")]
-    Settings(String),
+    #[error(transparent)]
+    Settings(#[from] bonker_client::config::ConfigError),
     /// A file named in the settings could not be read.
     #[error("cannot read {what} {path:?}: {source}")]
     File {
@@ -113,7 +113,7 @@ impl EmbeddedBroker {
         let mut listeners = Vec::new();
         for listener in settings.listeners() {
             let socket = front.bind(listener.addr).map_err(|error| {
-                BrokerError::Settings(format!("cannot listen on {}: {error}", listener.addr))
+                crate::settings::wrong(format!("cannot listen on {}: {error}", listener.addr))
             })?;
             let addr = socket.local_addr()?;
             let (upstream_addr, tls) = match listener.kind {

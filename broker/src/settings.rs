@@ -191,13 +191,13 @@ impl AuthSettings {
                     continue;
                 }
                 let Some((user, password)) = line.split_once(':') else {
-                    return Err(BrokerError::Settings(format!(
+                    return Err(wrong(format!(
                         "auth.users_file {path:?} line {}: expected name:password",
                         number + 1
                     )));
                 };
                 if user.is_empty() {
-                    return Err(BrokerError::Settings(format!(
+                    return Err(wrong(format!(
                         "auth.users_file {path:?} line {}: empty user name",
                         number + 1
                     )));
@@ -221,14 +221,10 @@ impl BrokerSettings {
     /// Checks the settings without binding anything.
     pub fn validate(&self) -> Result<(), BrokerError> {
         if self.max_connections == 0 {
-            return Err(BrokerError::Settings(
-                "max_connections must be at least 1".to_owned(),
-            ));
+            return Err(wrong("max_connections must be at least 1".to_owned()));
         }
         if self.max_payload_bytes < 1024 {
-            return Err(BrokerError::Settings(
-                "max_payload_bytes must be at least 1024".to_owned(),
-            ));
+            return Err(wrong("max_payload_bytes must be at least 1024".to_owned()));
         }
         let at_least_one = [
             ("max_connecting", self.max_connecting),
@@ -238,11 +234,11 @@ impl BrokerSettings {
         ];
         for (what, value) in at_least_one {
             if value == 0 {
-                return Err(BrokerError::Settings(format!("{what} must be at least 1")));
+                return Err(wrong(format!("{what} must be at least 1")));
             }
         }
         if !(64..=65_535).contains(&self.max_topic_bytes) {
-            return Err(BrokerError::Settings(
+            return Err(wrong(
                 "max_topic_bytes must be between 64 and 65535".to_owned(),
             ));
         }
@@ -256,9 +252,7 @@ impl BrokerSettings {
         }));
         for (what, value, max) in timeouts {
             if !(100..=max).contains(&value) {
-                return Err(BrokerError::Settings(format!(
-                    "{what} must be between 100 and {max}"
-                )));
+                return Err(wrong(format!("{what} must be between 100 and {max}")));
             }
         }
         let mut addrs = vec![self.listen];
@@ -266,10 +260,7 @@ impl BrokerSettings {
         addrs.extend(self.tls.as_ref().map(|t| t.listen));
         for (i, a) in addrs.iter().enumerate() {
             if a.port() != 0 && addrs[..i].iter().any(|b| b.port() == a.port()) {
-                return Err(BrokerError::Settings(format!(
-                    "two listeners share port {}",
-                    a.port()
-                )));
+                return Err(wrong(format!("two listeners share port {}", a.port())));
             }
         }
         if let Some(tls) = &self.tls {
@@ -277,7 +268,7 @@ impl BrokerSettings {
         }
         for user in self.auth.resolve()?.keys() {
             if user.trim().is_empty() {
-                return Err(BrokerError::Settings("auth: empty user name".to_owned()));
+                return Err(wrong("auth: empty user name".to_owned()));
             }
         }
         Ok(())
@@ -409,6 +400,11 @@ impl Upstream {
     pub(crate) fn addrs(&self) -> Vec<SocketAddr> {
         std::iter::once(self.v4).chain(self.v5).collect()
     }
+}
+
+/// A setting that is wrong, named in `message`.
+pub(crate) fn wrong(message: impl Into<String>) -> BrokerError {
+    BrokerError::Settings(bonker_client::config::invalid(message))
 }
 
 #[cfg(test)]

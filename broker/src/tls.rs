@@ -37,11 +37,11 @@ pub(crate) fn server_config(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|error| BrokerError::Settings(format!("tls: {error}")))?
+        .map_err(|error| crate::settings::wrong(format!("tls: {error}")))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|error| {
-            BrokerError::Settings(format!(
+            crate::settings::wrong(format!(
                 "tls.cert_file {:?} and tls.key_file {:?}: {error}",
                 settings.cert_file, settings.key_file
             ))
@@ -58,5 +58,5 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, BrokerError> {
 }
 
 fn invalid(what: &str, path: &Path, error: impl std::fmt::Display) -> BrokerError {
-    BrokerError::Settings(format!("{what} {path:?}: {error}"))
+    crate::settings::wrong(format!("{what} {path:?}: {error}"))
 }

@@ -14,18 +14,31 @@ use serde::de::DeserializeOwned;
 /// The prefix of every environment variable bonker reads.
 pub const ENV_PREFIX: &str = "BONKER";
 
-/// Configuration that could not be loaded, with the source that was wrong.
+/// A configuration that cannot be used, with what to fix: every program's, so each says it the
+/// same way and exits 2 for it.
 ///
 /// Its message is the whole story (the config crate's own message already names the key and
 /// quotes its cause), so it has no `source`: a chain of causes would print the cause twice.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
-pub struct ConfigError(config::ConfigError);
+pub enum ConfigError {
+    /// The layers could not be read or merged (a missing file, a TOML syntax error, an unknown
+    /// key, a wrong type).
+    #[error("invalid configuration: {0}")]
+    Load(config::ConfigError),
+    /// A value is wrong or contradicts another; the message names the key.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
 
 impl From<config::ConfigError> for ConfigError {
     fn from(error: config::ConfigError) -> Self {
-        Self(error)
+        Self::Load(error)
     }
+}
+
+/// A [`ConfigError::Invalid`] saying what is wrong, key first.
+pub fn invalid(message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(message.into())
 }
 
 /// Loads `T` from defaults (`T::default()` through `#[serde(default)]`), then `file` (TOML, must

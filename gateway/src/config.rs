@@ -255,20 +255,8 @@ struct FlagLayer {
     embedded_broker_listen: Option<String>,
 }
 
-/// A configuration that cannot be used, with what to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The layers could not be read or merged (a TOML syntax error, an unknown key, a wrong type).
-    #[error(transparent)]
-    Load(#[from] bonker_client::config::ConfigError),
-    /// A value is wrong; the message names the key.
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
-}
-
-fn invalid(message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid(message.into())
-}
+pub use bonker_client::config::ConfigError;
+use bonker_client::config::invalid;
 
 impl Args {
     /// Loads the configuration layers (defaults → `--config` file → `BONKER_…` → flags).

@@ -191,14 +191,12 @@ pub struct WatcherConfig {
     pub mqtt: MqttSettings,
 }
 
-/// A setting that cannot work, named.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
+pub use bonker_client::config::ConfigError;
+use bonker_client::config::invalid;
 
 impl WatcherSettings {
     /// Loads settings from `flags.config`, the environment and the flags.
-    pub fn load(flags: &Flags) -> Result<WatcherSettings, bonker_client::config::ConfigError> {
+    pub fn load(flags: &Flags) -> Result<WatcherSettings, ConfigError> {
         let mut settings: WatcherSettings =
             bonker_client::config::load(flags.config.as_deref(), &[], flags)?;
         settings.mqtt.apply_args(&flags.mqtt);
@@ -208,9 +206,10 @@ impl WatcherSettings {
     /// Checks every setting and resolves defaults that depend on the machine (the host name, the
     /// in-cluster API address).
     pub fn validate(self) -> Result<WatcherConfig, ConfigError> {
-        let listen: SocketAddr = self.listen.parse().map_err(|e| {
-            ConfigError(format!("listen {:?}: {e}; expected ADDR:PORT", self.listen))
-        })?;
+        let listen: SocketAddr = self
+            .listen
+            .parse()
+            .map_err(|e| invalid(format!("listen {:?}: {e}; expected ADDR:PORT", self.listen)))?;
         let node_name = match self.node_name.filter(|n| !n.trim().is_empty()) {
             Some(name) => name.trim().to_owned(),
             None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -218,31 +217,29 @@ impl WatcherSettings {
                 .ok()
                 .filter(|h| !h.is_empty())
                 .ok_or_else(|| {
-                    ConfigError(
+                    invalid(
                         "node_name is not set and the host name cannot be read; set --node-name \
                          (BONKER_NODE_NAME, from the downward API's spec.nodeName)"
                             .to_owned(),
                     )
                 })?,
         };
-        let prefix = Prefix::new(self.prefix).map_err(|e| ConfigError(format!("prefix: {e}")))?;
+        let prefix = Prefix::new(self.prefix).map_err(|e| invalid(format!("prefix: {e}")))?;
         let cluster = self
             .cluster
             .map(Cluster::new)
             .transpose()
-            .map_err(|e| ConfigError(format!("cluster: {e}")))?;
+            .map_err(|e| invalid(format!("cluster: {e}")))?;
         let default_namespace = Namespace::new(self.default_namespace)
-            .map_err(|e| ConfigError(format!("default_namespace: {e}")))?;
-        self.mqtt
-            .validate()
-            .map_err(|e| ConfigError(e.to_string()))?;
+            .map_err(|e| invalid(format!("default_namespace: {e}")))?;
+        self.mqtt.validate().map_err(|e| invalid(e.to_string()))?;
         let kube_api = if !self.kube_api {
             None
         } else if let Some(url) = self.kube_api_url {
-            let parsed = url::Url::parse(&url)
-                .map_err(|e| ConfigError(format!("kube_api_url {url:?}: {e}")))?;
+            let parsed =
+                url::Url::parse(&url).map_err(|e| invalid(format!("kube_api_url {url:?}: {e}")))?;
             if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(ConfigError(format!(
+                return Err(invalid(format!(
                     "kube_api_url {url:?}: expected http:// or https://"
                 )));
             }
@@ -264,12 +261,10 @@ impl WatcherSettings {
         };
         if let Some(ca_file) = kube_api.as_ref().and_then(|k| k.ca_file.as_deref()) {
             crate::kube::read_ca_bundle(ca_file)
-                .map_err(|e| ConfigError(format!("kube_ca_file: {e}")))?;
+                .map_err(|e| invalid(format!("kube_ca_file: {e}")))?;
         }
         if self.max_queued_bonks == 0 {
-            return Err(ConfigError(
-                "max_queued_bonks must be at least 1".to_owned(),
-            ));
+            return Err(invalid("max_queued_bonks must be at least 1".to_owned()));
         }
         Ok(WatcherConfig {
             listen,

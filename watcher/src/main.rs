@@ -9,12 +9,11 @@ async fn main() -> ExitCode {
     bonker_client::init_tracing();
     let flags = bonker_watcher::Flags::parse();
     let config = match bonker_watcher::WatcherSettings::load(&flags)
-        .map_err(anyhow::Error::from)
-        .and_then(|settings| settings.validate().map_err(anyhow::Error::from))
+        .and_then(bonker_watcher::WatcherSettings::validate)
     {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("bonker-watcher: {error:#}");
+            eprintln!("bonker-watcher: {error}");
             return ExitCode::from(2);
         }
     };

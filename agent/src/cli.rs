@@ -11,7 +11,7 @@ use bonker_client::MqttArgs;
 use clap::Parser;
 
 use crate::config::{
-    AgentConfig, ConfigError, Overrides, ServoDriver, ServoOverrides, load_settings,
+    AgentConfig, ConfigError, FlagLayer, ServoDriver, ServoFlagLayer, load_settings,
 };
 use crate::servo;
 
@@ -56,12 +56,12 @@ pub struct Args {
 
 impl Args {
     /// The flags that override config layers.
-    pub fn overrides(&self) -> Overrides {
-        Overrides {
+    pub fn overrides(&self) -> FlagLayer {
+        FlagLayer {
             desk: self.desk.clone(),
             namespaces: (!self.namespaces.is_empty()).then(|| self.namespaces.clone()),
             prefix: self.prefix.clone(),
-            servo: self.servo.map(|driver| ServoOverrides { driver }),
+            servo: self.servo.map(|driver| ServoFlagLayer { driver }),
         }
     }
 

@@ -1,7 +1,7 @@
-//! The agent's configuration: raw [`Settings`] as read from defaults, a TOML file, `BONKER_…`
+//! The agent's configuration: raw [`AgentSettings`] as read from defaults, a TOML file, `BONKER_…`
 //! environment variables and flags, and the validated [`AgentConfig`] the rest of the agent uses.
 //!
-//! Two types on purpose: `Settings` mirrors the file (strings, numbers, `deny_unknown_fields` so a
+//! Two types on purpose: `AgentSettings` mirrors the file (strings, numbers, `deny_unknown_fields` so a
 //! typo is an error), while `AgentConfig` holds only checked values (a [`DeskId`], [`Namespace`]s,
 //! a [`PulseRange`] that every pulse is clamped to). Everything is validated before the agent opens
 //! the servo or connects to the broker, so a bad file stops it at once with a message that names
@@ -70,7 +70,7 @@ pub const LIST_KEYS: &[&str] = &["namespaces"];
 /// The agent's settings, exactly as written in `agent.toml` (see `agent/agent.example.toml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Settings {
+pub struct AgentSettings {
     /// This desk's name (letters, digits, `_`, `-`). Required.
     pub desk: Option<String>,
     /// Namespaces to watch; `+` watches every namespace. The desk topic is always watched.
@@ -102,7 +102,7 @@ pub struct Settings {
     pub mqtt: MqttSettings,
 }
 
-impl Default for Settings {
+impl Default for AgentSettings {
     fn default() -> Self {
         Self {
             desk: None,
@@ -465,7 +465,7 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     /// Validates `settings`, naming the key of the first problem found.
-    pub fn from_settings(settings: Settings) -> Result<AgentConfig, ConfigError> {
+    pub fn from_settings(settings: AgentSettings) -> Result<AgentConfig, ConfigError> {
         let desk = match settings.desk.as_deref().map(str::trim) {
             None | Some("") => {
                 return Err(invalid(
@@ -584,7 +584,7 @@ pub fn default_client_id(desk: &DeskId) -> String {
 
 /// Flags that override the file and environment (unset ones are skipped).
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Overrides {
+pub struct FlagLayer {
     /// `--desk`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub desk: Option<String>,
@@ -596,18 +596,21 @@ pub struct Overrides {
     pub prefix: Option<String>,
     /// `--servo`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub servo: Option<ServoOverrides>,
+    pub servo: Option<ServoFlagLayer>,
 }
 
-/// The `[servo]` part of [`Overrides`].
+/// The `[servo]` part of [`FlagLayer`].
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct ServoOverrides {
+pub struct ServoFlagLayer {
     /// `--servo`.
     pub driver: ServoDriver,
 }
 
 /// Loads settings: defaults, then `file`, then `BONKER_…` variables, then `overrides`.
-pub fn load_settings(file: Option<&Path>, overrides: &Overrides) -> Result<Settings, ConfigError> {
+pub fn load_settings(
+    file: Option<&Path>,
+    overrides: &FlagLayer,
+) -> Result<AgentSettings, ConfigError> {
     bonker_client::config::load(file, LIST_KEYS, overrides)
 }
 
@@ -617,18 +620,18 @@ mod tests {
 
     use super::*;
 
-    fn settings(desk: &str) -> Settings {
-        Settings {
+    fn settings(desk: &str) -> AgentSettings {
+        AgentSettings {
             desk: Some(desk.to_owned()),
-            ..Settings::default()
+            ..AgentSettings::default()
         }
     }
 
     fn load_with_env(
         file: Option<&Path>,
-        overrides: &Overrides,
+        overrides: &FlagLayer,
         env: &[(&str, &str)],
-    ) -> Result<Settings, ConfigError> {
+    ) -> Result<AgentSettings, ConfigError> {
         let env: HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -639,7 +642,7 @@ mod tests {
     #[test]
     fn the_example_config_parses_and_validates() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("agent.example.toml");
-        let settings = load_with_env(Some(&path), &Overrides::default(), &[]).expect("loads");
+        let settings = load_with_env(Some(&path), &FlagLayer::default(), &[]).expect("loads");
         let config = AgentConfig::from_settings(settings).expect("valid");
         assert_eq!(config.desk.as_str(), "alice");
         assert_eq!(config.watch.names(), ["payments", "checkout"]);
@@ -650,16 +653,16 @@ mod tests {
     #[test]
     fn the_pi_example_config_parses_and_validates() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/pi/agent.toml");
-        let settings = load_with_env(Some(&path), &Overrides::default(), &[]).expect("loads");
+        let settings = load_with_env(Some(&path), &FlagLayer::default(), &[]).expect("loads");
         AgentConfig::from_settings(settings).expect("valid");
     }
 
     #[test]
     fn flags_work_without_a_file_and_override_the_environment() {
-        let overrides = Overrides {
+        let overrides = FlagLayer {
             desk: Some("alice".into()),
             namespaces: Some(vec!["payments".into(), "checkout".into()]),
-            ..Overrides::default()
+            ..FlagLayer::default()
         };
         let settings = load_with_env(
             None,
@@ -676,7 +679,7 @@ mod tests {
     fn environment_lists_and_sections_are_read() {
         let settings = load_with_env(
             None,
-            &Overrides::default(),
+            &FlagLayer::default(),
             &[
                 ("BONKER_DESK", "bob"),
                 ("BONKER_NAMESPACES", "payments,checkout"),
@@ -695,7 +698,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, "desk = \"a\"\n[servo]\nstrike = 1900\n").expect("write");
-        let error = load_with_env(Some(&path), &Overrides::default(), &[])
+        let error = load_with_env(Some(&path), &FlagLayer::default(), &[])
             .expect_err("typo")
             .to_string();
         assert!(error.contains("strike"), "{error}");
@@ -703,7 +706,7 @@ mod tests {
 
     #[test]
     fn a_desk_is_required_and_validated() {
-        let error = AgentConfig::from_settings(Settings::default())
+        let error = AgentConfig::from_settings(AgentSettings::default())
             .expect_err("no desk")
             .to_string();
         assert!(error.contains("--desk"), "{error}");

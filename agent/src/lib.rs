@@ -29,4 +29,4 @@ pub mod policy;
 pub mod servo;
 
 pub use agent::{Agent, VERSION, run};
-pub use config::{AgentConfig, Settings};
+pub use config::{AgentConfig, AgentSettings};

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bonker_agent::config::{RateLimitSettings, ServoSettings};
-use bonker_agent::{AgentConfig, Settings};
+use bonker_agent::{AgentConfig, AgentSettings};
 use bonker_client::MqttSettings;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -38,7 +38,7 @@ pub fn bench_desk_config(
     namespace: &str,
     homeassistant: bool,
 ) -> Result<AgentConfig> {
-    let mut settings = Settings {
+    let mut settings = AgentSettings {
         desk: Some(desk.to_owned()),
         namespaces: vec![namespace.to_owned()],
         rate_limit: RateLimitSettings {
@@ -50,7 +50,7 @@ pub fn bench_desk_config(
             url: url.to_owned(),
             ..MqttSettings::default()
         },
-        ..Settings::default()
+        ..AgentSettings::default()
     };
     settings.homeassistant.enabled = homeassistant;
     let mut config = AgentConfig::from_settings(settings)

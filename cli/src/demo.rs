@@ -75,7 +75,7 @@ pub(crate) async fn run(ports: Ports) -> Result<()> {
             format!("cannot listen on {http_addr} (pick another port with --http-port)")
         })?;
     let http_addr = listener.local_addr()?;
-    let gateway = bonker_gateway::GatewayConfig {
+    let gateway = bonker_gateway::GatewaySettings {
         listen: http_addr,
         mqtt: mqtt.clone(),
         ..Default::default()
@@ -96,7 +96,7 @@ pub(crate) async fn run(ports: Ports) -> Result<()> {
 
     // The desks.
     for (desk, namespace) in DESKS {
-        let settings = bonker_agent::Settings {
+        let settings = bonker_agent::AgentSettings {
             desk: Some(desk.to_owned()),
             namespaces: vec![namespace.to_owned()],
             mqtt: MqttSettings {

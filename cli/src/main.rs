@@ -106,7 +106,7 @@ struct BonkArgs {
 /// The CLI's settings file.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-struct Settings {
+struct CliSettings {
     prefix: Prefix,
     mqtt: MqttSettings,
 }
@@ -157,8 +157,8 @@ enum Action {
 }
 
 /// Reads the settings and checks every name given: anything wrong here is the user's to fix.
-fn prepare(cli: Cli) -> Result<(Settings, Action)> {
-    let mut settings: Settings =
+fn prepare(cli: Cli) -> Result<(CliSettings, Action)> {
+    let mut settings: CliSettings =
         bonker_client::config::load(cli.global.config.as_deref(), &[], &cli.global)?;
     settings.mqtt.apply_args(&cli.global.mqtt);
     settings.mqtt.validate()?;
@@ -188,7 +188,7 @@ fn prepare(cli: Cli) -> Result<(Settings, Action)> {
     Ok((settings, action))
 }
 
-async fn run(settings: Settings, action: Action) -> Result<()> {
+async fn run(settings: CliSettings, action: Action) -> Result<()> {
     let topics = Topics::new(settings.prefix.clone());
     match action {
         Action::Demo(ports) => demo::run(ports).await,
@@ -198,7 +198,7 @@ async fn run(settings: Settings, action: Action) -> Result<()> {
     }
 }
 
-async fn connect(settings: &Settings) -> Result<session::Session> {
+async fn connect(settings: &CliSettings) -> Result<session::Session> {
     session::Session::connect(&settings.mqtt)
         .await
         .context("is the broker running? (--mqtt mqtt://host:port)")

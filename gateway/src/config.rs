@@ -1,10 +1,10 @@
-//! The gateway's configuration: what operators write ([`GatewayConfig`], from defaults, a TOML
-//! file, `BONKER_…` variables and flags) and what the program runs on ([`Settings`], validated).
+//! The gateway's configuration: what operators write ([`GatewaySettings`], from defaults, a TOML
+//! file, `BONKER_…` variables and flags) and what the program runs on ([`GatewayConfig`], validated).
 //!
 //! The two are separate types on purpose. Everything that can be wrong — a namespace that is not a
 //! DNS label, a token file that cannot be read, two password sources at once — is found by
-//! [`GatewayConfig::validate`] before any port is bound, and reported with the key to fix. The
-//! rest of the gateway only ever sees [`Settings`], whose fields are already typed and checked.
+//! [`GatewaySettings::validate`] before any port is bound, and reported with the key to fix. The
+//! rest of the gateway only ever sees [`GatewayConfig`], whose fields are already typed and checked.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -70,7 +70,7 @@ const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// shows a password or token.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct GatewayConfig {
+pub struct GatewaySettings {
     /// HTTP listen address.
     pub listen: SocketAddr,
     /// Topic prefix (one or more levels, no wildcards).
@@ -94,9 +94,9 @@ pub struct GatewayConfig {
     /// Where the embedded broker listens.
     pub embedded_broker_listen: SocketAddr,
     /// HTTP authentication for `/webhook`, `/bonk` and `/api/…`.
-    pub auth: AuthConfig,
+    pub auth: AuthSettings,
     /// The dedupe window.
-    pub dedupe: DedupeConfig,
+    pub dedupe: DedupeSettings,
     /// Severity by alertname, overriding the `severity` label. The built-in
     /// `OOMKilled = "critical"` applies unless this table names `OOMKilled` itself.
     pub severity_overrides: BTreeMap<String, Severity>,
@@ -104,7 +104,7 @@ pub struct GatewayConfig {
     pub mqtt: MqttSettings,
 }
 
-impl Default for GatewayConfig {
+impl Default for GatewaySettings {
     fn default() -> Self {
         Self {
             listen: DEFAULT_LISTEN,
@@ -117,8 +117,8 @@ impl Default for GatewayConfig {
             max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
             embedded_broker: false,
             embedded_broker_listen: DEFAULT_EMBEDDED_BROKER_LISTEN,
-            auth: AuthConfig::default(),
-            dedupe: DedupeConfig::default(),
+            auth: AuthSettings::default(),
+            dedupe: DedupeSettings::default(),
             severity_overrides: BTreeMap::from([(
                 OOM_KILLED_ALERTNAME.to_owned(),
                 Severity::Critical,
@@ -132,7 +132,7 @@ impl Default for GatewayConfig {
 /// With neither, the endpoints are open (fine on a private network, not on a shared cluster).
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
+pub struct AuthSettings {
     /// Bearer token, inline. Prefer `bearer_token_file`.
     pub bearer_token: Option<String>,
     /// A file holding the bearer token (a mounted Kubernetes Secret).
@@ -145,10 +145,10 @@ pub struct AuthConfig {
     pub basic_password_file: Option<PathBuf>,
 }
 
-impl fmt::Debug for AuthConfig {
+impl fmt::Debug for AuthSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let redacted = |set: bool| if set { "<redacted>" } else { "<unset>" };
-        f.debug_struct("AuthConfig")
+        f.debug_struct("AuthSettings")
             .field("bearer_token", &redacted(self.bearer_token.is_some()))
             .field("bearer_token_file", &self.bearer_token_file)
             .field("basic_username", &self.basic_username)
@@ -163,7 +163,7 @@ impl fmt::Debug for AuthConfig {
 /// and how alerts for a kill that already bonked are merged into that bonk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct DedupeConfig {
+pub struct DedupeSettings {
     /// Most ids remembered; the least recently seen are forgotten first. 0 switches
     /// deduplication off.
     pub max_entries: usize,
@@ -178,7 +178,7 @@ pub struct DedupeConfig {
     pub kill_alerts: Vec<String>,
 }
 
-impl Default for DedupeConfig {
+impl Default for DedupeSettings {
     fn default() -> Self {
         Self {
             max_entries: DEFAULT_DEDUPE_MAX_ENTRIES,
@@ -260,7 +260,7 @@ use bonker_client::config::invalid;
 
 impl Args {
     /// Loads the configuration layers (defaults → `--config` file → `BONKER_…` → flags).
-    pub fn load(&self) -> Result<GatewayConfig, ConfigError> {
+    pub fn load(&self) -> Result<GatewaySettings, ConfigError> {
         self.load_with_env(None)
     }
 
@@ -268,7 +268,7 @@ impl Args {
     pub fn load_with_env(
         &self,
         env: Option<HashMap<String, String>>,
-    ) -> Result<GatewayConfig, ConfigError> {
+    ) -> Result<GatewaySettings, ConfigError> {
         let flags = FlagLayer {
             listen: self.listen.map(|a| a.to_string()),
             prefix: self.prefix.clone(),
@@ -277,7 +277,7 @@ impl Args {
             embedded_broker: self.embedded_broker.then_some(true),
             embedded_broker_listen: self.embedded_broker_listen.map(|a| a.to_string()),
         };
-        let mut config: GatewayConfig =
+        let mut config: GatewaySettings =
             bonker_client::config::load_from_env(self.config.as_deref(), &[], &flags, env)?;
         // Applied after the layers because a flag naming a file must also clear the inline value
         // a lower layer may have set, which a merge cannot express.
@@ -292,7 +292,7 @@ impl Args {
 
 /// The validated settings the gateway runs on. Its `Debug` output never shows a secret.
 #[derive(Clone)]
-pub struct Settings {
+pub struct GatewayConfig {
     /// HTTP listen address.
     pub listen: SocketAddr,
     /// Topics under the configured prefix.
@@ -314,16 +314,16 @@ pub struct Settings {
     /// HTTP credentials (none: open).
     pub credentials: Credentials,
     /// The dedupe window.
-    pub dedupe: DedupeConfig,
+    pub dedupe: DedupeSettings,
     /// Severity by lower-cased alertname.
     pub severity_overrides: HashMap<String, Severity>,
     /// The MQTT connection (already validated).
     pub mqtt: MqttSettings,
 }
 
-impl fmt::Debug for GatewayConfig {
+impl fmt::Debug for GatewaySettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GatewayConfig")
+        f.debug_struct("GatewaySettings")
             .field("listen", &self.listen)
             .field("prefix", &self.prefix)
             .field("default_namespace", &self.default_namespace)
@@ -342,9 +342,9 @@ impl fmt::Debug for GatewayConfig {
     }
 }
 
-impl fmt::Debug for Settings {
+impl fmt::Debug for GatewayConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settings")
+        f.debug_struct("GatewayConfig")
             .field("listen", &self.listen)
             .field("topics", &self.topics)
             .field("default_namespace", &self.default_namespace)
@@ -389,10 +389,10 @@ impl fmt::Debug for RedactedMqtt<'_> {
     }
 }
 
-impl GatewayConfig {
+impl GatewaySettings {
     /// Checks every value and reads the secret files, so a bad configuration stops the program
     /// before it binds a port.
-    pub fn validate(self) -> Result<Settings, ConfigError> {
+    pub fn validate(self) -> Result<GatewayConfig, ConfigError> {
         let prefix =
             Prefix::new(self.prefix.clone()).map_err(|e| invalid(format!("prefix: {e}")))?;
         let default_namespace = Namespace::new(self.default_namespace.clone())
@@ -463,7 +463,7 @@ impl GatewayConfig {
             }
             severity_overrides.insert(alertname.to_ascii_lowercase(), *severity);
         }
-        Ok(Settings {
+        Ok(GatewayConfig {
             listen: self.listen,
             topics: Topics::new(prefix),
             default_namespace,
@@ -481,7 +481,7 @@ impl GatewayConfig {
     }
 }
 
-impl AuthConfig {
+impl AuthSettings {
     fn resolve(&self) -> Result<Credentials, ConfigError> {
         let bearer = one_secret(
             "auth.bearer_token",
@@ -588,7 +588,7 @@ mod tests {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.example.toml");
         let args = parse(&["--config", example.to_str().expect("utf-8 path")]);
         let config = args.load_with_env(env(&[])).expect("example loads");
-        let defaults = GatewayConfig::default();
+        let defaults = GatewaySettings::default();
         assert_eq!(config.listen, defaults.listen);
         assert_eq!(config.prefix, defaults.prefix);
         assert_eq!(config.default_namespace, defaults.default_namespace);
@@ -606,7 +606,7 @@ mod tests {
 
     #[test]
     fn defaults_validate_and_oomkilled_is_critical() {
-        let settings = GatewayConfig::default()
+        let settings = GatewaySettings::default()
             .validate()
             .expect("defaults are valid");
         assert_eq!(settings.listen, DEFAULT_LISTEN);
@@ -669,59 +669,59 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_key_to_fix() {
-        let cases: Vec<(GatewayConfig, &str)> = vec![
+        let cases: Vec<(GatewaySettings, &str)> = vec![
             (
-                GatewayConfig {
+                GatewaySettings {
                     prefix: "bonker/#".into(),
                     ..Default::default()
                 },
                 "prefix",
             ),
             (
-                GatewayConfig {
+                GatewaySettings {
                     default_namespace: "Default".into(),
                     ..Default::default()
                 },
                 "default_namespace",
             ),
             (
-                GatewayConfig {
+                GatewaySettings {
                     cluster: Some("a/b".into()),
                     ..Default::default()
                 },
                 "cluster",
             ),
             (
-                GatewayConfig {
+                GatewaySettings {
                     publish_timeout_ms: 0,
                     ..Default::default()
                 },
                 "publish_timeout_ms",
             ),
             (
-                GatewayConfig {
+                GatewaySettings {
                     max_body_bytes: 10,
                     ..Default::default()
                 },
                 "max_body_bytes",
             ),
             (
-                GatewayConfig {
+                GatewaySettings {
                     max_event_streams: 0,
                     ..Default::default()
                 },
                 "max_event_streams",
             ),
             (
-                GatewayConfig {
+                GatewaySettings {
                     max_event_streams: 100_000,
                     ..Default::default()
                 },
                 "max_event_streams",
             ),
             (
-                GatewayConfig {
-                    auth: AuthConfig {
+                GatewaySettings {
+                    auth: AuthSettings {
                         bearer_token: Some("a".into()),
                         bearer_token_file: Some("/x".into()),
                         ..Default::default()
@@ -731,8 +731,8 @@ mod tests {
                 "auth.bearer_token",
             ),
             (
-                GatewayConfig {
-                    auth: AuthConfig {
+                GatewaySettings {
+                    auth: AuthSettings {
                         basic_username: Some("am".into()),
                         ..Default::default()
                     },
@@ -741,8 +741,8 @@ mod tests {
                 "auth.basic_username",
             ),
             (
-                GatewayConfig {
-                    auth: AuthConfig {
+                GatewaySettings {
+                    auth: AuthSettings {
                         bearer_token_file: Some("/nonexistent/token".into()),
                         ..Default::default()
                     },
@@ -751,7 +751,7 @@ mod tests {
                 "/nonexistent/token",
             ),
             (
-                GatewayConfig {
+                GatewaySettings {
                     mqtt: MqttSettings {
                         url: "http://broker".into(),
                         ..Default::default()
@@ -823,8 +823,8 @@ mod tests {
 
     #[test]
     fn secrets_never_reach_debug_output() {
-        let config = GatewayConfig {
-            auth: AuthConfig {
+        let config = GatewaySettings {
+            auth: AuthSettings {
                 bearer_token: Some("tok-123".into()),
                 basic_username: Some("am".into()),
                 basic_password: Some("pw-456".into()),

@@ -2,7 +2,7 @@
 //!
 //! It runs in the cluster (two replicas are normal) and is the only part of bonker that speaks
 //! HTTP. A tour of the modules, in the order a webhook flows through them:
-//! - [`config`]: flags, `gateway.toml`, `BONKER_…` variables → validated [`config::Settings`].
+//! - [`config`]: flags, `gateway.toml`, `BONKER_…` variables → validated [`config::GatewayConfig`].
 //! - [`http`]: the router ([`app`]), authentication ([`auth`]) and one error type ([`error`]).
 //! - [`alertmanager`]: the webhook payload and the rules that turn each firing alert into a bonk.
 //! - [`recall`]: what was already bonked — alert instances (re-sent notifications, HA pairs,
@@ -36,7 +36,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Args, GatewayConfig, Settings};
+pub use config::{Args, GatewayConfig, GatewaySettings};
 pub use http::app;
 
 use crate::alertmanager::BonkRules;
@@ -53,7 +53,7 @@ pub struct AppState {
 
 #[derive(Debug)]
 struct Shared {
-    settings: Settings,
+    settings: GatewayConfig,
     rules: BonkRules,
     publisher: Publisher,
     recall: Arc<Mutex<Recall>>,
@@ -70,7 +70,7 @@ impl AppState {
     /// Builds the state and spawns the MQTT task, which connects in the background and runs until
     /// `stop_mqtt` is cancelled. Must be called inside a Tokio runtime.
     pub fn start(
-        settings: Settings,
+        settings: GatewayConfig,
         stop_mqtt: CancellationToken,
     ) -> Result<(AppState, JoinHandle<()>), bonker_client::mqtt::SettingsError> {
         let fleet = Arc::new(Mutex::new(Fleet::default()));
@@ -119,7 +119,7 @@ impl AppState {
     }
 
     /// The validated settings.
-    pub fn settings(&self) -> &Settings {
+    pub fn settings(&self) -> &GatewayConfig {
         &self.shared.settings
     }
 
@@ -175,7 +175,7 @@ impl AppState {
 /// broker cleanly.
 pub async fn run(
     listener: TcpListener,
-    settings: Settings,
+    settings: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let stop_mqtt = CancellationToken::new();

@@ -4,14 +4,14 @@
 
 use std::process::ExitCode;
 
-use bonker_gateway::{Args, GatewayConfig};
+use bonker_gateway::{Args, GatewaySettings};
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     bonker_client::init_tracing();
-    let mut settings = match args.load().and_then(GatewayConfig::validate) {
+    let mut settings = match args.load().and_then(GatewaySettings::validate) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("bonker-gateway: {error}");

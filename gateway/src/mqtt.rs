@@ -65,7 +65,7 @@ use rumqttc::{AsyncClient, ConnectionError, Publish, QoS};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
+use crate::config::GatewayConfig;
 use crate::fleet::{Fleet, PublishedBonk, Target};
 use crate::metrics::{AckLabels, Metrics};
 use crate::recall::Recall;
@@ -327,7 +327,7 @@ pub struct Connection {
 /// Prepares the connection (nothing is dialled until the task runs). What the task learns from
 /// the broker goes into `fleet` and `recall`.
 pub fn connect(
-    gateway: &Settings,
+    gateway: &GatewayConfig,
     default_client_id: &str,
     fleet: Arc<Mutex<Fleet>>,
     recall: Arc<Mutex<Recall>>,

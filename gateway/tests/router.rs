@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use bonker_broker::{BrokerSettings, EmbeddedBroker};
-use bonker_gateway::config::AuthConfig;
-use bonker_gateway::{AppState, GatewayConfig, app};
+use bonker_gateway::config::AuthSettings;
+use bonker_gateway::{AppState, GatewaySettings, app};
 use bonker_tests::Probe;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -27,8 +27,8 @@ fn broker_url() -> String {
 }
 
 /// A gateway state connected to the test broker.
-async fn connected(config: GatewayConfig) -> AppState {
-    let state = start(GatewayConfig {
+async fn connected(config: GatewaySettings) -> AppState {
+    let state = start(GatewaySettings {
         mqtt: bonker_client::MqttSettings {
             url: broker_url(),
             ..config.mqtt.clone()
@@ -42,8 +42,8 @@ async fn connected(config: GatewayConfig) -> AppState {
 }
 
 /// A gateway state whose broker is down (nothing listens on its port).
-fn disconnected(config: GatewayConfig) -> AppState {
-    start(GatewayConfig {
+fn disconnected(config: GatewaySettings) -> AppState {
+    start(GatewaySettings {
         mqtt: bonker_client::MqttSettings {
             url: format!("mqtt://127.0.0.1:{}", bonker_tests::free_port()),
             ..config.mqtt.clone()
@@ -52,7 +52,7 @@ fn disconnected(config: GatewayConfig) -> AppState {
     })
 }
 
-fn start(config: GatewayConfig) -> AppState {
+fn start(config: GatewaySettings) -> AppState {
     let settings = config.validate().expect("valid test config");
     // The MQTT task ends with the test's runtime.
     let (state, _task) =
@@ -139,7 +139,7 @@ fn error_of(body: &Value) -> &str {
 
 #[tokio::test]
 async fn webhook_answers_200_once_the_broker_has_every_bonk() {
-    let state = connected(GatewayConfig::default()).await;
+    let state = connected(GatewaySettings::default()).await;
     let (payments, checkout) = (unique("payments"), unique("checkout"));
     let mut desk = Probe::connect(
         &broker_url(),
@@ -228,7 +228,7 @@ async fn webhook_answers_200_once_the_broker_has_every_bonk() {
 #[tokio::test]
 async fn thousands_of_alerts_in_one_notification_are_paced_not_refused() {
     const ALERTS: usize = 3000;
-    let state = connected(GatewayConfig::default()).await;
+    let state = connected(GatewaySettings::default()).await;
     let namespace = unique("storm");
     let mut desk = Probe::connect(&broker_url(), &[&format!("bonker/bonk/{namespace}")]).await;
     let alerts = (0..ALERTS)
@@ -256,7 +256,7 @@ async fn thousands_of_alerts_in_one_notification_are_paced_not_refused() {
 
 #[tokio::test]
 async fn resolved_only_and_empty_notifications_are_200_and_bonk_nothing() {
-    let state = connected(GatewayConfig::default()).await;
+    let state = connected(GatewaySettings::default()).await;
     for alerts in [
         vec![alert("resolved", "fp-r", json!({"namespace": "x"}))],
         vec![],
@@ -274,7 +274,7 @@ async fn resolved_only_and_empty_notifications_are_200_and_bonk_nothing() {
 #[tokio::test]
 async fn an_invalid_namespace_label_bonks_the_default_namespace_and_is_counted() {
     let default = unique("fallback");
-    let state = connected(GatewayConfig {
+    let state = connected(GatewaySettings {
         default_namespace: default.clone(),
         ..Default::default()
     })
@@ -300,7 +300,7 @@ async fn an_invalid_namespace_label_bonks_the_default_namespace_and_is_counted()
 
 #[tokio::test]
 async fn a_wrong_content_type_is_415() {
-    let state = connected(GatewayConfig::default()).await;
+    let state = connected(GatewaySettings::default()).await;
     let body = notification(vec![]).to_string();
     for content_type in [
         Some("text/plain"),
@@ -334,7 +334,7 @@ async fn a_wrong_content_type_is_415() {
 
 #[tokio::test]
 async fn malformed_bodies_are_400_and_say_what_is_wrong() {
-    let state = connected(GatewayConfig::default()).await;
+    let state = connected(GatewaySettings::default()).await;
     let good_alert = alert("firing", "fp", json!({"namespace": "x"}));
     let mut bad_status = good_alert.clone();
     bad_status["status"] = json!("burning");
@@ -395,7 +395,7 @@ async fn malformed_bodies_are_400_and_say_what_is_wrong() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_413() {
-    let state = connected(GatewayConfig {
+    let state = connected(GatewaySettings {
         max_body_bytes: 2048,
         ..Default::default()
     })
@@ -427,8 +427,8 @@ fn basic(user: &str, password: &str) -> String {
 
 #[tokio::test]
 async fn credentials_are_required_when_configured() {
-    let state = connected(GatewayConfig {
-        auth: AuthConfig {
+    let state = connected(GatewaySettings {
+        auth: AuthSettings {
             bearer_token: Some("t0ken".into()),
             basic_username: Some("alertmanager".into()),
             basic_password: Some("pw".into()),
@@ -506,7 +506,7 @@ async fn credentials_are_required_when_configured() {
 
 #[tokio::test]
 async fn unknown_routes_and_bonks_are_404_and_wrong_methods_405() {
-    let state = connected(GatewayConfig::default()).await;
+    let state = connected(GatewaySettings::default()).await;
     let (status, reply) = get(&state, "/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(error_of(&reply).contains("/nope"));
@@ -522,7 +522,7 @@ async fn unknown_routes_and_bonks_are_404_and_wrong_methods_405() {
 
 #[tokio::test]
 async fn a_broker_that_is_down_gives_503_within_the_publish_timeout() {
-    let state = disconnected(GatewayConfig {
+    let state = disconnected(GatewaySettings {
         publish_timeout_ms: 300,
         ..Default::default()
     });
@@ -574,7 +574,7 @@ async fn a_broker_that_is_down_gives_503_within_the_publish_timeout() {
 
 #[tokio::test]
 async fn readyz_is_200_while_connected() {
-    let state = connected(GatewayConfig::default()).await;
+    let state = connected(GatewaySettings::default()).await;
     let (status, reply) = get(&state, "/readyz").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(reply["mqtt"], "connected");
@@ -590,7 +590,7 @@ async fn readyz_is_200_while_connected() {
 #[tokio::test]
 async fn manual_bonks_from_query_body_or_nothing() {
     let default = unique("manual");
-    let state = connected(GatewayConfig {
+    let state = connected(GatewaySettings {
         default_namespace: default.clone(),
         cluster: Some("lab".into()),
         ..Default::default()
@@ -665,7 +665,7 @@ async fn manual_bonks_from_query_body_or_nothing() {
 
 #[tokio::test]
 async fn manual_bonks_with_bad_input_are_4xx() {
-    let state = connected(GatewayConfig::default()).await;
+    let state = connected(GatewaySettings::default()).await;
     let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
         (
             json_post("/bonk", "{\"namespace\":\"a\",\"desk\":\"b\"}"),
@@ -736,7 +736,7 @@ async fn manual_bonks_with_bad_input_are_4xx() {
 
 #[tokio::test]
 async fn fleet_endpoints_answer_json() {
-    let state = connected(GatewayConfig::default()).await;
+    let state = connected(GatewaySettings::default()).await;
     let (status, desks) = get(&state, "/api/desks").await;
     assert_eq!(status, StatusCode::OK);
     assert!(desks.is_array(), "{desks}");
@@ -758,7 +758,7 @@ async fn fleet_endpoints_answer_json() {
 
 #[tokio::test]
 async fn metrics_are_openmetrics_text() {
-    let state = connected(GatewayConfig::default()).await;
+    let state = connected(GatewaySettings::default()).await;
     let response = app(state.clone())
         .oneshot(
             Request::get("/metrics")

@@ -107,7 +107,7 @@ impl Default for WatcherSettings {
                   Every setting is also a TOML key (--config) and a BONKER_<KEY> environment variable, \
                   e.g. BONKER_NODE_NAME, BONKER_MQTT__URL."
 )]
-pub struct Flags {
+pub struct Args {
     /// TOML config file
     #[arg(long, env = "BONKER_CONFIG", value_name = "FILE")]
     #[serde(skip)]
@@ -196,7 +196,7 @@ use bonker_client::config::invalid;
 
 impl WatcherSettings {
     /// Loads settings from `flags.config`, the environment and the flags.
-    pub fn load(flags: &Flags) -> Result<WatcherSettings, ConfigError> {
+    pub fn load(flags: &Args) -> Result<WatcherSettings, ConfigError> {
         let mut settings: WatcherSettings =
             bonker_client::config::load(flags.config.as_deref(), &[], flags)?;
         settings.mqtt.apply_args(&flags.mqtt);

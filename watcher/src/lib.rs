@@ -34,7 +34,7 @@ use std::future::Future;
 
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Flags, WatcherConfig, WatcherSettings};
+pub use config::{Args, WatcherConfig, WatcherSettings};
 pub use metrics::Metrics;
 pub use watcher::Watcher;
 

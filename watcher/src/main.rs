@@ -7,7 +7,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     bonker_client::init_tracing();
-    let flags = bonker_watcher::Flags::parse();
+    let flags = bonker_watcher::Args::parse();
     let config = match bonker_watcher::WatcherSettings::load(&flags)
         .and_then(bonker_watcher::WatcherSettings::validate)
     {

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use bonker_agent::config::{AgentConfig, Settings};
+use bonker_agent::config::{AgentConfig, AgentSettings};
 use bonker_agent::servo::simulated::{PulseRecord, PulseRecorder, SimulatedServo};
 use bonker_tests::{Message, Probe, ProbeOptions};
 use serde_json::{Value, json};
@@ -107,12 +107,12 @@ impl Drop for Proxy {
 }
 
 /// Settings for a test desk: fast strokes, no thermometer, the given broker.
-pub fn settings(url: &str, desk: &str, namespaces: &[&str]) -> Settings {
-    let mut settings = Settings {
+pub fn settings(url: &str, desk: &str, namespaces: &[&str]) -> AgentSettings {
+    let mut settings = AgentSettings {
         desk: Some(desk.to_owned()),
         namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
         soc_temp_file: "/nonexistent/thermal_zone0/temp".into(),
-        ..Settings::default()
+        ..AgentSettings::default()
     };
     settings.mqtt.url = url.to_owned();
     settings.mqtt.reconnect_min_ms = 50;
@@ -134,19 +134,19 @@ pub struct TestDesk {
 impl TestDesk {
     /// Starts an agent with `settings` and returns once it has announced `online` (so it is
     /// subscribed).
-    pub async fn start(settings: Settings) -> TestDesk {
+    pub async fn start(settings: AgentSettings) -> TestDesk {
         TestDesk::start_with_recorder(settings, PulseRecorder::new()).await
     }
 
     /// As [`TestDesk::start`], recording into `recorder` (to follow one servo across restarts).
-    pub async fn start_with_recorder(settings: Settings, recorder: PulseRecorder) -> TestDesk {
+    pub async fn start_with_recorder(settings: AgentSettings, recorder: PulseRecorder) -> TestDesk {
         TestDesk::start_watched(settings, recorder, ProbeOptions::default()).await
     }
 
     /// As [`TestDesk::start`], awaiting `online` with a watcher connected with `watcher` options
     /// (credentials allowed to read the desk's status).
     pub async fn start_watched(
-        settings: Settings,
+        settings: AgentSettings,
         recorder: PulseRecorder,
         watcher: ProbeOptions,
     ) -> TestDesk {

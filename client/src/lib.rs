@@ -34,6 +34,15 @@ pub fn local_address(listen: std::net::SocketAddr) -> std::net::SocketAddr {
     address
 }
 
+/// Sleeps until `deadline`; without one, never wakes: a `select!` branch for a timer that may not
+/// be set.
+pub async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Completes when the process is asked to stop: SIGTERM (Kubernetes, systemd, `kill`) or SIGINT
 /// (ctrl-c).
 pub async fn shutdown_signal() {

@@ -337,7 +337,7 @@ impl fmt::Debug for GatewaySettings {
             .field("auth", &self.auth)
             .field("dedupe", &self.dedupe)
             .field("severity_overrides", &self.severity_overrides)
-            .field("mqtt", &RedactedMqtt(&self.mqtt))
+            .field("mqtt", &self.mqtt)
             .finish()
     }
 }
@@ -356,35 +356,7 @@ impl fmt::Debug for GatewayConfig {
             .field("credentials", &self.credentials)
             .field("dedupe", &self.dedupe)
             .field("severity_overrides", &self.severity_overrides)
-            .field("mqtt", &RedactedMqtt(&self.mqtt))
-            .finish()
-    }
-}
-
-/// `MqttSettings` for `Debug`, without the inline password.
-struct RedactedMqtt<'a>(&'a MqttSettings);
-
-impl fmt::Debug for RedactedMqtt<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mqtt = self.0;
-        let password = if mqtt.password.is_some() {
-            "<redacted>"
-        } else {
-            "<unset>"
-        };
-        f.debug_struct("MqttSettings")
-            .field("url", &mqtt.url)
-            .field("client_id", &mqtt.client_id)
-            .field("username", &mqtt.username)
-            .field("password", &password)
-            .field("password_file", &mqtt.password_file)
-            .field("ca_file", &mqtt.ca_file)
-            .field("client_cert_file", &mqtt.client_cert_file)
-            .field("client_key_file", &mqtt.client_key_file)
-            .field("keep_alive_s", &mqtt.keep_alive_s)
-            .field("connect_timeout_s", &mqtt.connect_timeout_s)
-            .field("reconnect_min_ms", &mqtt.reconnect_min_ms)
-            .field("reconnect_max_ms", &mqtt.reconnect_max_ms)
+            .field("mqtt", &self.mqtt)
             .finish()
     }
 }

@@ -414,7 +414,7 @@ impl MqttTask {
                 biased;
                 () = shutdown.cancelled() => return Step::Shutdown,
                 event = &mut poll => return Step::Event(event),
-                () = sleep_until(hold_deadline), if hold_deadline.is_some() => {
+                () = bonker_client::sleep_until(hold_deadline), if hold_deadline.is_some() => {
                     // Field by field: `poll` holds the link.
                     if let Some(hold) = self.hold.take() {
                         end_hold(hold, &self.holding, &self.metrics);
@@ -709,14 +709,6 @@ fn end_hold(hold: Hold, holding: &watch::Sender<bool>, metrics: &Metrics) {
     }
     metrics.desks_awaited.set(0);
     holding.send_replace(false);
-}
-
-/// Sleeps until `deadline`; never wakes without one.
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }
 
 fn gauge_value(count: usize) -> i64 {

@@ -262,7 +262,7 @@ impl Watcher {
                         }
                     }
                 },
-                () = sleep_until(summary_deadline), if summary_deadline.is_some() => {
+                () = bonker_client::sleep_until(summary_deadline), if summary_deadline.is_some() => {
                     self.summary_deadline = None;
                     if let Some(assembled) = self.assembler.flush() {
                         self.handle_assembled(assembled).await;
@@ -719,13 +719,6 @@ impl Watcher {
 async fn next_read(log: &mut Option<KernelLog>) -> std::io::Result<KmsgRead> {
     match log {
         Some(log) => log.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use bonker_tests::{BrokerKind, TestBroker};
+use bonker_tests::{BrokerKind, CuttableLink, TestBroker};
 use common::{TestDesk, bonk, outcome, settings};
 use serde_json::json;
 
@@ -289,9 +289,9 @@ async fn bonks_published_while_away_are_performed_on_return(kind: BrokerKind) {
 /// the agent performs them after it reconnects (persistent session), then announces `online` again.
 async fn bonks_published_during_a_network_drop_are_performed(kind: BrokerKind) {
     let broker = TestBroker::start(kind);
-    let proxy = common::Proxy::start(broker.port()).await;
+    let proxy = CuttableLink::start(([127, 0, 0, 1], broker.port()).into()).await;
     let mut s = settings(&broker.url(), "judy", &["payments"]);
-    s.mqtt.url = proxy.url();
+    s.mqtt.url = format!("mqtt://{}", proxy.addr());
     let desk = TestDesk::start(s).await;
     let mut status = common::probe(&broker.url(), &["bonker/desk/judy/status"]).await;
     assert_eq!(status.next().await.text(), "online");

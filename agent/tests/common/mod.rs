@@ -43,69 +43,6 @@ pub async fn probe_with(url: &str, filters: &[&str], options: ProbeOptions) -> P
     panic!("no probe could subscribe to {filters:?} at {url} in three attempts");
 }
 
-/// A TCP proxy between a desk and its broker that the test can cut, like a Wi-Fi drop: cutting
-/// closes every connection through it and refuses new ones until it is restored.
-pub struct Proxy {
-    port: u16,
-    open: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
-    task: JoinHandle<()>,
-}
-
-impl Proxy {
-    /// Listens on a free loopback port and forwards to `upstream_port` on loopback.
-    pub async fn start(upstream_port: u16) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the proxy");
-        let port = listener.local_addr().expect("proxy address").port();
-        let open = std::sync::Arc::new(tokio::sync::watch::Sender::new(true));
-        let task = tokio::spawn({
-            let open = open.clone();
-            async move {
-                while let Ok((mut client, _)) = listener.accept().await {
-                    if !*open.borrow() {
-                        continue; // dropped: the connection is refused
-                    }
-                    let mut closed = open.subscribe();
-                    tokio::spawn(async move {
-                        let Ok(mut upstream) =
-                            tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
-                        else {
-                            return;
-                        };
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
-                            _ = closed.wait_for(|open| !*open) => {}
-                        }
-                    });
-                }
-            }
-        });
-        Proxy { port, open, task }
-    }
-
-    /// `mqtt://127.0.0.1:<proxy port>`.
-    pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-
-    /// Drops every connection and refuses new ones.
-    pub fn cut(&self) {
-        self.open.send_replace(false);
-    }
-
-    /// Lets connections through again.
-    pub fn restore(&self) {
-        self.open.send_replace(true);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// Settings for a test desk: fast strokes, no thermometer, the given broker.
 pub fn settings(url: &str, desk: &str, namespaces: &[&str]) -> AgentSettings {
     let mut settings = AgentSettings {

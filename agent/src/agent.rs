@@ -118,21 +118,104 @@ pub struct Agent {
     worker: Option<ServoWorker>,
     servo_reports: mpsc::UnboundedReceiver<ServoReport>,
     policy: Policy,
+    tally: Tally,
+    servo: ServoStatus,
+    moves: Moves,
+    session: Session,
+    shutting_down: bool,
+    health_gap: HealthGap,
+}
+
+/// What the health report counts.
+#[derive(Debug)]
+struct Tally {
     started: Instant,
     bonks_total: u64,
     last_bonk: Option<LastBonk>,
-    servo_state: ServoState,
-    servo_error: Option<String>,
-    next_move_id: u64,
-    moves: HashMap<u64, PendingMove>,
+}
+
+/// The servo as the worker last reported it.
+#[derive(Debug)]
+struct ServoStatus {
+    state: ServoState,
+    error: Option<String>,
+}
+
+/// Moves handed to the servo worker, each with what its ack needs.
+#[derive(Debug, Default)]
+struct Moves {
+    next_id: u64,
+    pending: HashMap<u64, PendingMove>,
+}
+
+impl Moves {
+    /// The id of the next move.
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn queued(&mut self, id: u64, performed: PendingMove) {
+        self.pending.insert(id, performed);
+    }
+
+    fn done(&mut self, id: u64) -> Option<PendingMove> {
+        self.pending.remove(&id)
+    }
+}
+
+/// The MQTT session as the link reports it.
+#[derive(Debug, Default)]
+struct Session {
     connected: bool,
+    /// `online`, health and discovery follow the SUBACK of this connection's SUBSCRIBE.
     announce_on_suback: bool,
-    shutting_down: bool,
+    /// SUBSCRIBEs queued and sent: a SUBSCRIBE behind the last publish is the marker that says it
+    /// went out (see [`Agent::wait_until_published`]).
     subscribe_requests: u64,
     subscribes_sent: u64,
+    /// QoS 1 publishes not yet acknowledged.
     inflight: u16,
-    last_health: Option<Instant>,
-    health_pending: bool,
+}
+
+impl Session {
+    /// Everything queued before the last marker has been sent and acknowledged.
+    fn all_acknowledged(&self) -> bool {
+        self.subscribes_sent >= self.subscribe_requests && self.inflight == 0
+    }
+}
+
+/// Keeps bonk-triggered health reports [`HEALTH_MIN_GAP`] apart.
+#[derive(Debug, Default)]
+struct HealthGap {
+    last: Option<Instant>,
+    /// A change waits for the end of the gap.
+    pending: bool,
+}
+
+impl HealthGap {
+    /// Whether a change may be reported now; if not, it is reported when the gap ends.
+    fn report_now(&mut self) -> bool {
+        match self.last {
+            Some(at) if at.elapsed() < HEALTH_MIN_GAP => {
+                self.pending = true;
+                false
+            }
+            _ => true,
+        }
+    }
+
+    fn reported(&mut self) {
+        self.last = Some(Instant::now());
+        self.pending = false;
+    }
+
+    /// When a waiting change is due.
+    fn due(&self) -> Option<Instant> {
+        self.pending
+            .then(|| self.last.unwrap_or_else(Instant::now) + HEALTH_MIN_GAP)
+    }
 }
 
 impl Agent {
@@ -187,21 +270,19 @@ impl Agent {
             worker: Some(worker),
             servo_reports,
             policy,
-            started: Instant::now(),
-            bonks_total: 0,
-            last_bonk: None,
-            servo_state,
-            servo_error,
-            next_move_id: 0,
-            moves: HashMap::new(),
-            connected: false,
-            announce_on_suback: false,
+            tally: Tally {
+                started: Instant::now(),
+                bonks_total: 0,
+                last_bonk: None,
+            },
+            servo: ServoStatus {
+                state: servo_state,
+                error: servo_error,
+            },
+            moves: Moves::default(),
+            session: Session::default(),
             shutting_down: false,
-            subscribe_requests: 0,
-            subscribes_sent: 0,
-            inflight: 0,
-            last_health: None,
-            health_pending: false,
+            health_gap: HealthGap::default(),
         })
     }
 
@@ -225,15 +306,13 @@ impl Agent {
                 },
                 Some(report) = self.servo_reports.recv() => self.on_servo_report(report),
                 _ = health_ticker.tick() => {
-                    if self.connected {
+                    if self.session.connected {
                         self.publish_health();
                     }
                 }
-                () = tokio::time::sleep_until(
-                    self.last_health.unwrap_or_else(Instant::now) + HEALTH_MIN_GAP
-                ), if self.health_pending => {
-                    self.health_pending = false;
-                    if self.connected {
+                () = bonker_client::sleep_until(self.health_gap.due()), if self.health_gap.pending => {
+                    self.health_gap.pending = false;
+                    if self.session.connected {
                         self.publish_health();
                     }
                 }
@@ -246,7 +325,7 @@ impl Agent {
         self.shutting_down = true;
         tracing::info!(desk = %self.config.desk, "shutting down: parking the arm");
         let parked = self.park().await;
-        if self.connected {
+        if self.session.connected {
             self.publish(
                 self.config.topics.desk_status(&self.config.desk),
                 STATUS_DELIVERY,
@@ -307,10 +386,10 @@ impl Agent {
         if marker.is_err() {
             return;
         }
-        self.subscribe_requests += 1;
+        self.session.subscribe_requests += 1;
         let deadline = tokio::time::sleep(OFFLINE_TIMEOUT);
         tokio::pin!(deadline);
-        while !(self.subscribes_sent >= self.subscribe_requests && self.inflight == 0) {
+        while !self.session.all_acknowledged() {
             tokio::select! {
                 () = &mut deadline => {
                     tracing::warn!("the broker did not acknowledge `offline` in time");
@@ -321,7 +400,7 @@ impl Agent {
                     None => return,
                 },
             }
-            if !self.connected {
+            if !self.session.connected {
                 return;
             }
         }
@@ -334,16 +413,16 @@ impl Agent {
                 session_present,
                 resubscribed,
             } => {
-                self.connected = true;
-                self.inflight = 0;
+                self.session.connected = true;
+                self.session.inflight = 0;
                 tracing::info!(
                     desk = %self.config.desk,
                     session_present,
                     "connected to the broker"
                 );
                 if resubscribed {
-                    self.subscribe_requests += 1;
-                    self.announce_on_suback = true;
+                    self.session.subscribe_requests += 1;
+                    self.session.announce_on_suback = true;
                 }
             }
             LinkEvent::Subscribed { refused } => {
@@ -354,7 +433,7 @@ impl Agent {
                         "the broker refused some subscriptions (check its ACL)"
                     );
                 }
-                if std::mem::take(&mut self.announce_on_suback) && !self.shutting_down {
+                if std::mem::take(&mut self.session.announce_on_suback) && !self.shutting_down {
                     self.publish(
                         self.config.topics.desk_status(&self.config.desk),
                         STATUS_DELIVERY,
@@ -365,10 +444,10 @@ impl Agent {
                 }
             }
             LinkEvent::SubscribeSent { inflight } => {
-                self.subscribes_sent += 1;
-                self.inflight = inflight;
+                self.session.subscribes_sent += 1;
+                self.session.inflight = inflight;
             }
-            LinkEvent::PublishAcked { inflight, .. } => self.inflight = inflight,
+            LinkEvent::PublishAcked { inflight, .. } => self.session.inflight = inflight,
             LinkEvent::PublishWritten(_) | LinkEvent::PublishCollision(_) => {}
             LinkEvent::Message(Publish {
                 topic,
@@ -377,13 +456,13 @@ impl Agent {
                 ..
             }) => self.on_message(&topic, &payload, retain),
             LinkEvent::Disconnected { error, retry_in } => {
-                if std::mem::take(&mut self.connected) {
+                if std::mem::take(&mut self.session.connected) {
                     tracing::warn!(%error, ?retry_in, "lost the broker; reconnecting");
                 } else {
                     tracing::warn!(%error, ?retry_in, broker = %self.config.mqtt.url, "cannot connect to the broker");
                 }
             }
-            LinkEvent::Closed => self.connected = false,
+            LinkEvent::Closed => self.session.connected = false,
         }
     }
 
@@ -497,8 +576,7 @@ impl Agent {
             ),
             Decision::RateLimited => ack(Outcome::RateLimited, Some(self.rate_limit_detail())),
             Decision::Perform { count, severity } => {
-                let id = self.next_move_id;
-                self.next_move_id += 1;
+                let id = self.moves.next_id();
                 let queued = self.worker.as_ref().is_some_and(|worker| {
                     worker
                         .try_submit(MoveRequest {
@@ -510,7 +588,7 @@ impl Agent {
                 });
                 if queued {
                     tracing::debug!(bonk_id = %bonk.id, count, %severity, "move queued");
-                    self.moves.insert(
+                    self.moves.queued(
                         id,
                         PendingMove {
                             bonk_id: bonk.id.clone(),
@@ -546,33 +624,33 @@ impl Agent {
     fn on_servo_report(&mut self, report: ServoReport) {
         match report {
             ServoReport::Homed { .. } | ServoReport::Parked { .. } => {}
-            ServoReport::Started { .. } => self.servo_state = ServoState::Moving,
+            ServoReport::Started { .. } => self.servo.state = ServoState::Moving,
             ServoReport::Finished { id, at } => {
-                self.servo_state = ServoState::Rest;
-                self.servo_error = None;
-                let Some(performed) = self.moves.remove(&id) else {
+                self.servo.state = ServoState::Rest;
+                self.servo.error = None;
+                let Some(performed) = self.moves.done(id) else {
                     return;
                 };
-                self.bonks_total += 1;
+                self.tally.bonks_total += 1;
                 let ack = self.ack_for(&performed, Outcome::Bonked, at, None);
                 self.publish_ack(&ack, "");
-                self.last_bonk = Some(LastBonk {
+                self.tally.last_bonk = Some(LastBonk {
                     ack,
                     unpublished: true,
                 });
                 self.health_changed();
             }
             ServoReport::Failed { id, at, error } => {
-                self.servo_state = ServoState::Error;
-                self.servo_error = Some(error.clone());
-                if let Some(performed) = self.moves.remove(&id) {
+                self.servo.state = ServoState::Error;
+                self.servo.error = Some(error.clone());
+                if let Some(performed) = self.moves.done(id) {
                     let ack = self.ack_for(&performed, Outcome::ServoError, at, Some(error));
                     self.publish_ack(&ack, "");
                 }
                 self.health_changed();
             }
             ServoReport::Cancelled { id } => {
-                if let Some(performed) = self.moves.remove(&id) {
+                if let Some(performed) = self.moves.done(id) {
                     let ack = self.ack_for(
                         &performed,
                         Outcome::ServoError,
@@ -626,17 +704,17 @@ impl Agent {
 
     /// The current health report.
     fn health(&self) -> Health {
-        let last = self.last_bonk.as_ref();
+        let last = self.tally.last_bonk.as_ref();
         Health {
             version: SCHEMA_VERSION,
             desk: self.config.desk.clone(),
             agent_version: VERSION.to_owned(),
-            uptime_s: self.started.elapsed().as_secs(),
-            started_at: chrono::Duration::from_std(self.started.elapsed())
+            uptime_s: self.tally.started.elapsed().as_secs(),
+            started_at: chrono::Duration::from_std(self.tally.started.elapsed())
                 .ok()
                 .and_then(|uptime| Utc::now().checked_sub_signed(uptime))
                 .map(|at| at.trunc_subsecs(0)),
-            bonks_total: self.bonks_total,
+            bonks_total: self.tally.bonks_total,
             last_bonk_at: last.map(|l| l.ack.finished_at.trunc_subsecs(3)),
             last_bonk_namespace: last.and_then(|l| l.ack.namespace.clone()),
             last_bonk_pod: last.and_then(|l| l.ack.pod.clone()),
@@ -646,8 +724,8 @@ impl Agent {
                     .as_ref()
                     .map_or("none", |w| w.driver().as_str())
                     .to_owned(),
-                state: self.servo_state.as_str().to_owned(),
-                error: self.servo_error.clone(),
+                state: self.servo.state.as_str().to_owned(),
+                error: self.servo.error.clone(),
             },
             namespaces: self.config.watch.names(),
             soc_temp_c: crate::health::soc_temperature_c(&self.config.soc_temp_file),
@@ -657,20 +735,18 @@ impl Agent {
 
     /// Reports a change of health now, or at the end of the current [`HEALTH_MIN_GAP`].
     fn health_changed(&mut self) {
-        if !self.connected {
+        if !self.session.connected {
             return;
         }
-        match self.last_health {
-            Some(at) if at.elapsed() < HEALTH_MIN_GAP => self.health_pending = true,
-            _ => self.publish_health(),
+        if self.health_gap.report_now() {
+            self.publish_health();
         }
     }
 
     /// Publishes the health report and, with Home Assistant on, a last bonk it has not seen:
     /// both change with a bonk, so they share [`HEALTH_MIN_GAP`].
     fn publish_health(&mut self) {
-        self.last_health = Some(Instant::now());
-        self.health_pending = false;
+        self.health_gap.reported();
         self.publish(
             self.config.topics.desk_health(&self.config.desk),
             HEALTH_DELIVERY,
@@ -678,6 +754,7 @@ impl Agent {
         );
         let announced = self.config.homeassistant.is_some();
         let Some(last) = self
+            .tally
             .last_bonk
             .as_mut()
             .filter(|l| announced && l.unpublished)

@@ -282,24 +282,115 @@ pub struct MqttTask {
     commands: mpsc::Receiver<PublishCommand>,
     topics: Topics,
     url: String,
+    /// True while connected: what readiness reads, and the task itself.
     connected: watch::Sender<bool>,
-    is_connected: bool,
     fleet: Arc<Mutex<Fleet>>,
     recall: Arc<Mutex<Recall>>,
     metrics: Arc<Metrics>,
     inflight: Inflight,
     /// See "Waiting for the desks after a reconnect" above.
-    desk_return_timeout: Duration,
-    ever_connected: bool,
-    hold: Option<Hold>,
-    holding: watch::Sender<bool>,
+    hold: ReturnHold,
 }
 
-/// Bonks held back after a reconnect, until these desks have said `online` again.
+/// Holds bonks back after a reconnect until the desks that were online have said `online`
+/// again (see "Waiting for the desks after a reconnect" above). It owns what says so: the
+/// `holding` flag publishers read and the `desks_awaited` gauge.
+struct ReturnHold {
+    timeout: Duration,
+    ever_connected: bool,
+    current: Option<Hold>,
+    holding: watch::Sender<bool>,
+    metrics: Arc<Metrics>,
+}
+
+/// One hold: these desks have not said `online` since the reconnect.
 struct Hold {
     awaited: HashSet<String>,
     started: tokio::time::Instant,
     deadline: tokio::time::Instant,
+}
+
+impl ReturnHold {
+    fn is_holding(&self) -> bool {
+        self.current.is_some()
+    }
+
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.current.as_ref().map(|hold| hold.deadline)
+    }
+
+    /// Connected: after a reconnect (not the first connect), holds bonks until the desks that
+    /// were online say so again.
+    fn connected(&mut self, fleet: &Mutex<Fleet>) {
+        if !std::mem::replace(&mut self.ever_connected, true) || self.timeout.is_zero() {
+            return;
+        }
+        let awaited: HashSet<String> = lock(fleet).online_desk_names().map(str::to_owned).collect();
+        if awaited.is_empty() {
+            return;
+        }
+        tracing::info!(
+            desks = awaited.len(),
+            timeout_ms = self.timeout.as_millis() as u64,
+            "reconnected: holding bonks until the desks that were online have subscribed again"
+        );
+        let started = tokio::time::Instant::now();
+        self.metrics.desks_awaited.set(gauge_value(awaited.len()));
+        self.holding.send_replace(true);
+        self.current = Some(Hold {
+            awaited,
+            started,
+            deadline: started + self.timeout,
+        });
+    }
+
+    /// A desk sent a live `online` or health report. True when that ended the hold.
+    fn desk_returned(&mut self, desk: &str) -> bool {
+        let Some(hold) = &mut self.current else {
+            return false;
+        };
+        if !hold.awaited.remove(desk) {
+            return false;
+        }
+        self.metrics
+            .desks_awaited
+            .set(gauge_value(hold.awaited.len()));
+        if hold.awaited.is_empty() {
+            self.end();
+            return true;
+        }
+        false
+    }
+
+    /// Ends the hold: every desk is back, or its deadline passed with some missing.
+    fn end(&mut self) {
+        let Some(hold) = self.current.take() else {
+            return;
+        };
+        let waited_ms = hold.started.elapsed().as_millis() as u64;
+        if hold.awaited.is_empty() {
+            tracing::info!(waited_ms, "every desk is back; publishing bonks again");
+        } else {
+            let mut missing: Vec<&str> = hold.awaited.iter().map(String::as_str).collect();
+            missing.sort_unstable();
+            tracing::warn!(
+                waited_ms,
+                missing = ?missing,
+                "desks did not come back within desk_return_timeout_ms; publishing bonks again \
+                 (they miss what is published until they subscribe)"
+            );
+        }
+        self.metrics.desks_awaited.set(0);
+        self.holding.send_replace(false);
+    }
+
+    /// The connection was lost: the next ConnAck starts a new hold from the fleet view, which
+    /// this one's desks are in.
+    fn cancel(&mut self) {
+        self.current = None;
+        self.holding.send_replace(false);
+        self.metrics.desks_awaited.set(0);
+    }
 }
 
 impl std::fmt::Debug for MqttTask {
@@ -307,7 +398,7 @@ impl std::fmt::Debug for MqttTask {
         f.debug_struct("MqttTask")
             .field("url", &self.url)
             .field("client_id", &self.link.client_id())
-            .field("connected", &self.is_connected)
+            .field("connected", &*self.connected.borrow())
             .finish_non_exhaustive()
     }
 }
@@ -359,15 +450,17 @@ pub fn connect(
         topics,
         url: settings.url.clone(),
         connected,
-        is_connected: false,
         fleet,
         recall,
-        metrics,
+        metrics: metrics.clone(),
         inflight: Inflight::default(),
-        desk_return_timeout,
-        ever_connected: false,
-        hold: None,
-        holding,
+        hold: ReturnHold {
+            timeout: desk_return_timeout,
+            ever_connected: false,
+            current: None,
+            holding,
+            metrics,
+        },
     };
     Ok(Connection {
         publisher: Publisher {
@@ -409,22 +502,20 @@ impl MqttTask {
         let poll = self.link.next();
         tokio::pin!(poll);
         loop {
-            let hold_deadline = self.hold.as_ref().map(|hold| hold.deadline);
+            let hold_deadline = self.hold.deadline();
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Step::Shutdown,
                 event = &mut poll => return Step::Event(event),
                 () = bonker_client::sleep_until(hold_deadline), if hold_deadline.is_some() => {
                     // Field by field: `poll` holds the link.
-                    if let Some(hold) = self.hold.take() {
-                        end_hold(hold, &self.holding, &self.metrics);
-                        if self.is_connected {
-                            self.inflight.pump(&self.client, &self.fleet);
-                        }
+                    self.hold.end();
+                    if *self.connected.borrow() {
+                        self.inflight.pump(&self.client, &self.fleet);
                     }
                 }
                 Some(command) = self.commands.recv() => {
-                    let ready = self.is_connected && self.hold.is_none();
+                    let ready = *self.connected.borrow() && !self.hold.is_holding();
                     self.inflight.submit(command, ready, &self.client, &self.fleet);
                 }
             }
@@ -470,91 +561,35 @@ impl MqttTask {
     /// The link subscribed to the desk topics and cleared the old connection's requests (their
     /// waiters already failed).
     fn connected(&mut self, session_present: bool) {
-        self.is_connected = true;
-        self.connected.send_replace(true);
-        self.metrics.mqtt_connected.set(1);
+        self.set_connected(true);
         self.metrics.mqtt_connections.inc();
         tracing::info!(url = %self.url, session_present, "connected to the MQTT broker");
-        if std::mem::replace(&mut self.ever_connected, true) {
-            self.hold_for_desks();
-        }
+        self.hold.connected(&self.fleet);
         if self.ready_to_publish() {
             self.inflight.pump(&self.client, &self.fleet);
         }
+    }
+
+    /// Says whether the task is connected: to readiness and to the metrics.
+    fn set_connected(&self, connected: bool) {
+        self.connected.send_replace(connected);
+        self.metrics.mqtt_connected.set(i64::from(connected));
     }
 
     /// Connected and not holding bonks back for returning desks.
     fn ready_to_publish(&self) -> bool {
-        self.is_connected && self.hold.is_none()
-    }
-
-    /// After a reconnect: holds bonks until the desks that were online say so again.
-    fn hold_for_desks(&mut self) {
-        if self.desk_return_timeout.is_zero() {
-            return;
-        }
-        let awaited: HashSet<String> = lock(&self.fleet)
-            .online_desk_names()
-            .map(str::to_owned)
-            .collect();
-        if awaited.is_empty() {
-            return;
-        }
-        tracing::info!(
-            desks = awaited.len(),
-            timeout_ms = self.desk_return_timeout.as_millis() as u64,
-            "reconnected: holding bonks until the desks that were online have subscribed again"
-        );
-        let started = tokio::time::Instant::now();
-        self.metrics.desks_awaited.set(gauge_value(awaited.len()));
-        self.holding.send_replace(true);
-        self.hold = Some(Hold {
-            awaited,
-            started,
-            deadline: started + self.desk_return_timeout,
-        });
-    }
-
-    /// A desk sent a status (retained or fresh): it is connected and subscribed.
-    fn desk_returned(&mut self, desk: &str) {
-        let Some(hold) = &mut self.hold else {
-            return;
-        };
-        if hold.awaited.remove(desk) {
-            self.metrics
-                .desks_awaited
-                .set(gauge_value(hold.awaited.len()));
-            if hold.awaited.is_empty() {
-                self.release_hold();
-            }
-        }
-    }
-
-    /// Ends the hold (every desk is back) and publishes what waited.
-    fn release_hold(&mut self) {
-        let Some(hold) = self.hold.take() else {
-            return;
-        };
-        end_hold(hold, &self.holding, &self.metrics);
-        if self.ready_to_publish() {
-            self.inflight.pump(&self.client, &self.fleet);
-        }
+        *self.connected.borrow() && !self.hold.is_holding()
     }
 
     fn connection_lost(&mut self, error: &ConnectionError) {
-        if self.is_connected {
+        if *self.connected.borrow() {
             tracing::warn!(url = %self.url, %error, "lost the connection to the MQTT broker");
         } else {
             tracing::warn!(url = %self.url, %error, "cannot connect to the MQTT broker");
         }
-        self.is_connected = false;
-        self.connected.send_replace(false);
-        self.metrics.mqtt_connected.set(0);
+        self.set_connected(false);
         self.inflight.fail_sent(PublishError::Disconnected);
-        // The next ConnAck starts a new hold from the fleet view, which this one's desks are in.
-        self.hold = None;
-        self.holding.send_replace(false);
-        self.metrics.desks_awaited.set(0);
+        self.hold.cancel();
     }
 
     fn message(&mut self, publish: &Publish) {
@@ -592,7 +627,7 @@ impl MqttTask {
                 // Only a live `online` says the desk has subscribed again (an agent says it
                 // right after its SUBACK): a retained one is the broker replaying what it kept,
                 // which it may have kept while losing the desk's session.
-                if self.hold.is_some()
+                if self.hold.is_holding()
                     && !publish.retain
                     && Status::parse(payload) == Some(Status::Online)
                 {
@@ -604,7 +639,11 @@ impl MqttTask {
                 let result = fleet.record_health(desk.clone(), payload, now);
                 // A live health report proves the desk's connection is up and subscribed: an
                 // agent subscribes before it publishes anything new on a connection.
-                if self.hold.is_some() && !publish.retain && result.is_ok() && !payload.is_empty() {
+                if self.hold.is_holding()
+                    && !publish.retain
+                    && result.is_ok()
+                    && !payload.is_empty()
+                {
                     returned = Some(desk.to_string());
                 }
                 result
@@ -643,14 +682,18 @@ impl MqttTask {
             self.metrics.desk_message_ignored(ignored.as_str());
             tracing::warn!(topic, reason = ignored.as_str(), "ignoring a desk message");
         }
-        if let Some(desk) = returned {
-            self.desk_returned(&desk);
+        // The last awaited desk is back: publish what waited.
+        if let Some(desk) = returned
+            && self.hold.desk_returned(&desk)
+            && self.ready_to_publish()
+        {
+            self.inflight.pump(&self.client, &self.fleet);
         }
     }
 
     async fn disconnect(mut self) {
         self.inflight.fail_all(PublishError::Stopped);
-        if !self.is_connected {
+        if !*self.connected.borrow() {
             return;
         }
         if self.client.try_disconnect().is_err() {
@@ -665,8 +708,7 @@ impl MqttTask {
             }
         })
         .await;
-        self.connected.send_replace(false);
-        self.metrics.mqtt_connected.set(0);
+        self.set_connected(false);
         match clean {
             Ok(()) => tracing::info!("disconnected from the MQTT broker"),
             Err(_) => tracing::warn!("the MQTT broker did not take the DISCONNECT in time"),
@@ -690,25 +732,6 @@ fn subscribed(refused: usize) {
     } else {
         tracing::debug!("subscribed to the desk topics");
     }
-}
-
-/// Reports the end of a hold: every desk back, or the timeout passed with some missing.
-fn end_hold(hold: Hold, holding: &watch::Sender<bool>, metrics: &Metrics) {
-    let waited_ms = hold.started.elapsed().as_millis() as u64;
-    if hold.awaited.is_empty() {
-        tracing::info!(waited_ms, "every desk is back; publishing bonks again");
-    } else {
-        let mut missing: Vec<&str> = hold.awaited.iter().map(String::as_str).collect();
-        missing.sort_unstable();
-        tracing::warn!(
-            waited_ms,
-            missing = ?missing,
-            "desks did not come back within desk_return_timeout_ms; publishing bonks again (they \
-             miss what is published until they subscribe)"
-        );
-    }
-    metrics.desks_awaited.set(0);
-    holding.send_replace(false);
 }
 
 fn gauge_value(count: usize) -> i64 {

@@ -241,6 +241,124 @@ impl ResumePoint {
     }
 }
 
+/// How far the kernel log has been reported, and where a restart resumes: the newest record
+/// before which every kill is handled and every bonk acknowledged by the broker, saved to the
+/// state file as it moves.
+#[derive(Debug)]
+pub struct Progress {
+    boot_id: String,
+    state_file: Option<StateFile>,
+    point: Option<ResumePoint>,
+    /// The run started from a resume point of this boot (a restart, not a reboot or a first
+    /// start).
+    resumed: bool,
+    /// Records whose bonk is queued or sent but not yet acknowledged: the resume point stays
+    /// before the oldest, so a restart reads them again.
+    unconfirmed: std::collections::BTreeSet<u64>,
+    /// The oldest record whose bonk was dropped (queue full): the resume point stays before it
+    /// for the rest of this run, so a restart tries it again.
+    dropped: Option<u64>,
+    /// The newest record handled in this run.
+    latest: Option<u64>,
+}
+
+impl Progress {
+    /// Starts from `point` (read from `state_file`, if any) on the boot `boot_id`.
+    pub fn new(boot_id: String, state_file: Option<StateFile>, point: Option<ResumePoint>) -> Self {
+        let resumed = point.as_ref().is_some_and(|p| p.boot_id == boot_id);
+        Self {
+            boot_id,
+            state_file,
+            point,
+            resumed,
+            unconfirmed: std::collections::BTreeSet::new(),
+            dropped: None,
+            latest: None,
+        }
+    }
+
+    /// The kernel's boot id.
+    pub fn boot_id(&self) -> &str {
+        &self.boot_id
+    }
+
+    /// Where this run started.
+    pub fn point(&self) -> Option<&ResumePoint> {
+        self.point.as_ref()
+    }
+
+    /// Whether this run resumed a run of the same boot.
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// Record `seq` was handled before the resume point.
+    pub fn already_handled(&self, seq: u64) -> bool {
+        self.point
+            .as_ref()
+            .is_some_and(|point| point.already_handled(&self.boot_id, seq))
+    }
+
+    /// The bonk of record `seq` was queued for the broker (`queued`), or dropped.
+    pub fn bonk_queued(&mut self, seq: u64, queued: bool) {
+        if queued {
+            self.unconfirmed.insert(seq);
+        } else if self.dropped.is_none() {
+            self.dropped = Some(seq);
+        }
+    }
+
+    /// The kill of record `seq` is reported (or needs no report); its bonk, if any, may still
+    /// wait for the broker.
+    pub fn handled(&mut self, seq: u64) {
+        self.latest = Some(self.latest.map_or(seq, |latest| latest.max(seq)));
+        self.advance();
+    }
+
+    /// The broker acknowledged the bonk of record `seq`.
+    pub fn confirmed(&mut self, seq: u64) {
+        self.unconfirmed.remove(&seq);
+        self.advance();
+    }
+
+    /// Moves the resume point to the newest record before which every kill is reported and every
+    /// bonk acknowledged, and saves it.
+    fn advance(&mut self) {
+        let Some(latest) = self.latest else {
+            return;
+        };
+        let oldest_open = self
+            .unconfirmed
+            .first()
+            .copied()
+            .into_iter()
+            .chain(self.dropped)
+            .min();
+        let last_seq = match oldest_open {
+            Some(0) => return,
+            Some(open) => open - 1,
+            None => latest,
+        };
+        let newer = self
+            .point
+            .as_ref()
+            .is_none_or(|p| p.boot_id != self.boot_id || last_seq > p.last_seq);
+        if !newer {
+            return;
+        }
+        let point = ResumePoint {
+            boot_id: self.boot_id.clone(),
+            last_seq,
+        };
+        if let Some(file) = &self.state_file
+            && let Err(error) = file.save(&point)
+        {
+            tracing::warn!(%error, path = %file.path().display(), "cannot save the resume point");
+        }
+        self.point = Some(point);
+    }
+}
+
 /// The file that keeps the [`ResumePoint`] across restarts (on a DaemonSet, a hostPath directory
 /// so that it also survives the pod).
 #[derive(Debug, Clone)]

@@ -19,7 +19,7 @@
 //! and the path alone names the pod and container — the runtime removes a killed container's
 //! cgroup within milliseconds, and that must not matter.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bonker_protocol::{Bonk, BonkId, Detector, Kill, Limit, Namespace, Severity, Source, Topics};
@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cgroup::{CounterSource, CounterTracker, Counters, Hierarchy, Ledger};
 use crate::config::WatcherConfig;
 use crate::identity::{CgroupIdentity, identify};
-use crate::kmsg::{self, KernelLog, KmsgRead, ResumePoint, StateFile};
+use crate::kmsg::{self, KernelLog, KmsgRead, Progress, StateFile};
 use crate::kube::{KubeApi, PodDirectory, PodNames};
 use crate::limit;
 use crate::metrics::{CounterOnlyLabels, KillLabels, Metrics};
@@ -83,27 +83,15 @@ struct KillReport {
 #[derive(Debug)]
 pub struct Watcher {
     config: WatcherConfig,
-    boot_id: String,
     topics: Topics,
     metrics: Metrics,
     publisher: BonkPublisher,
     /// Kernel log records the broker acknowledged the bonk of.
     confirmations: Confirmations,
-    /// Kernel log records whose bonk is queued or sent but not yet acknowledged: the resume point
-    /// stays before the oldest, so a restart reads them again.
-    unconfirmed: BTreeSet<u64>,
-    /// The oldest kernel log record whose bonk was dropped (queue full): the resume point stays
-    /// before it for the rest of this run, so a restart tries it again.
-    dropped: Option<u64>,
-    /// The newest kernel log record handled in this run.
-    latest: Option<u64>,
     directory: PodDirectory,
     hierarchy: Option<Hierarchy>,
-    state_file: Option<StateFile>,
-    resume: Option<ResumePoint>,
-    /// True when the watcher started from a resume point of this boot (a restart, not a reboot
-    /// or a first start).
-    resumed: bool,
+    /// How far the kernel log is reported.
+    progress: Progress,
     assembler: OomAssembler,
     summary_deadline: Option<tokio::time::Instant>,
     tracker: CounterTracker,
@@ -159,21 +147,14 @@ impl Watcher {
             config.max_queued_bonks,
             metrics.clone(),
         )?;
-        let resumed = resume.as_ref().is_some_and(|p| p.boot_id == boot_id);
         Ok(Watcher {
             topics: Topics::new(config.prefix.clone()),
-            boot_id,
             metrics,
             publisher,
             confirmations,
-            unconfirmed: BTreeSet::new(),
-            dropped: None,
-            latest: None,
             directory: PodDirectory::new(api),
             hierarchy,
-            state_file,
-            resumed,
-            resume,
+            progress: Progress::new(boot_id, state_file, resume),
             assembler: OomAssembler::new(),
             summary_deadline: None,
             tracker: CounterTracker::new(),
@@ -212,7 +193,7 @@ impl Watcher {
             Ok(log) => {
                 self.kernel_log_open = true;
                 self.metrics.kernel_log_readable.set(1);
-                tracing::info!(kmsg = %self.config.kmsg.display(), boot_id = %self.boot_id, resume = ?self.resume, "following the kernel log");
+                tracing::info!(kmsg = %self.config.kmsg.display(), boot_id = %self.progress.boot_id(), resume = ?self.progress.point(), "following the kernel log");
                 Some(log)
             }
             Err(error) => {
@@ -269,14 +250,13 @@ impl Watcher {
                     }
                 }
                 _ = scan.tick(), if scanning => self.scan().await,
-                Some(seq) = self.confirmations.recv() => self.confirmed(seq),
+                Some(seq) = self.confirmations.recv() => self.progress.confirmed(seq),
             }
         };
         self.publisher.shutdown().await;
         while let Ok(seq) = self.confirmations.try_recv() {
-            self.unconfirmed.remove(&seq);
+            self.progress.confirmed(seq);
         }
-        self.advance_resume();
         result
     }
 
@@ -305,10 +285,7 @@ impl Watcher {
             .assembler
             .has_pending()
             .then(|| tokio::time::Instant::now() + SUMMARY_WAIT);
-        let handled_before = self
-            .resume
-            .as_ref()
-            .is_some_and(|point| point.already_handled(&self.boot_id, record.seq));
+        let handled_before = self.progress.already_handled(record.seq);
         for assembled in outputs {
             if handled_before {
                 continue;
@@ -328,21 +305,17 @@ impl Watcher {
     }
 
     async fn handle_kernel_kill(&mut self, kill: KernelKill) {
-        if self
-            .resume
-            .as_ref()
-            .is_some_and(|point| point.already_handled(&self.boot_id, kill.seq))
-        {
+        if self.progress.already_handled(kill.seq) {
             return;
         }
         let now_us = kmsg::monotonic_now_us();
         let age = Duration::from_micros(now_us.saturating_sub(kill.timestamp_us));
         let history = age > self.config.max_event_age;
-        if history && !self.resumed {
+        if history && !self.progress.resumed() {
             // Found in the ring buffer on a first start: long over, and possibly reported by an
             // earlier watcher whose state was lost.
             tracing::debug!(pid = kill.pid, process = %kill.process, age_s = age.as_secs(), "skipping an old OOM kill from the kernel log");
-            self.mark_handled(kill.seq);
+            self.progress.handled(kill.seq);
             return;
         }
         let before_baseline = kill.timestamp_us < self.baseline_us;
@@ -389,7 +362,7 @@ impl Watcher {
             id: BonkId::stable(&[
                 "watcher",
                 &self.config.node_name,
-                &self.boot_id,
+                self.progress.boot_id(),
                 &seq.to_string(),
             ]),
             seq: Some(seq),
@@ -410,7 +383,7 @@ impl Watcher {
             counter_only: false,
         };
         self.report(report).await;
-        self.mark_handled(seq);
+        self.progress.handled(seq);
     }
 
     async fn scan(&mut self) {
@@ -456,7 +429,7 @@ impl Watcher {
                 id: BonkId::stable(&[
                     "watcher",
                     &self.config.node_name,
-                    &self.boot_id,
+                    self.progress.boot_id(),
                     &source,
                     &debit.path,
                     &debit.counter.to_string(),
@@ -588,11 +561,7 @@ impl Watcher {
         bonk.kill = Some(kill);
         let queued = self.publisher.publish(&topic, &bonk, report.seq);
         if let Some(seq) = report.seq {
-            if queued {
-                self.unconfirmed.insert(seq);
-            } else if self.dropped.is_none() {
-                self.dropped = Some(seq);
-            }
+            self.progress.bonk_queued(seq, queued);
         }
         if queued && let Some(timestamp_us) = report.timestamp_us {
             let delay = kmsg::monotonic_now_us().saturating_sub(timestamp_us);
@@ -660,59 +629,6 @@ impl Watcher {
             text.push_str(" (seen by the memory cgroup counter; no kernel log line)");
         }
         text
-    }
-
-    /// The kill of kernel log record `seq` is reported (or needs no report); its bonk, if any,
-    /// may still wait for the broker.
-    fn mark_handled(&mut self, seq: u64) {
-        self.latest = Some(self.latest.map_or(seq, |latest| latest.max(seq)));
-        self.advance_resume();
-    }
-
-    /// The broker acknowledged the bonk of kernel log record `seq`.
-    fn confirmed(&mut self, seq: u64) {
-        self.unconfirmed.remove(&seq);
-        self.advance_resume();
-    }
-
-    /// Moves the resume point to the newest record before which every kill is reported and every
-    /// bonk acknowledged, and saves it.
-    fn advance_resume(&mut self) {
-        let Some(latest) = self.latest else {
-            return;
-        };
-        let oldest_open = self
-            .unconfirmed
-            .first()
-            .copied()
-            .into_iter()
-            .chain(self.dropped)
-            .min();
-        let last_seq = match oldest_open {
-            Some(0) => return,
-            Some(open) => open - 1,
-            None => latest,
-        };
-        let newer = self
-            .resume
-            .as_ref()
-            .is_none_or(|p| p.boot_id != self.boot_id || last_seq > p.last_seq);
-        if !newer {
-            return;
-        }
-        self.resume = Some(ResumePoint {
-            boot_id: self.boot_id.clone(),
-            last_seq,
-        });
-        self.save_state();
-    }
-
-    fn save_state(&self) {
-        if let (Some(file), Some(point)) = (&self.state_file, &self.resume)
-            && let Err(error) = file.save(point)
-        {
-            tracing::warn!(%error, path = %file.path().display(), "cannot save the resume point");
-        }
     }
 }
 

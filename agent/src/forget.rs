@@ -27,14 +27,7 @@ const HOME_ASSISTANT_GRACE: Duration = Duration::from_secs(2);
 
 /// Every retained topic a desk may have published, in the order they are cleared: its Home
 /// Assistant discovery configs (under the configured discovery prefix, whether discovery is
-/// enabled now or not), then its last bonk, health and status.
-pub fn retained_topics(config: &AgentConfig) -> Vec<String> {
-    let (mut topics, state) = topic_groups(config);
-    topics.extend(state);
-    topics
-}
-
-/// (discovery configs, the topics their entities read).
+/// enabled now or not), then the topics their entities read — its last bonk, health and status.
 fn topic_groups(config: &AgentConfig) -> (Vec<String>, Vec<String>) {
     let discovery = ha::all_discovery_topics(&config.discovery_prefix, &config.desk);
     let state = vec![
@@ -47,7 +40,7 @@ fn topic_groups(config: &AgentConfig) -> (Vec<String>, Vec<String>) {
 
 /// Clears every retained topic of the desk and waits until the broker acknowledged each clear.
 /// Returns the topics cleared.
-pub async fn forget(config: &AgentConfig) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn forget(config: &AgentConfig) -> anyhow::Result<Vec<String>> {
     tokio::time::timeout(FORGET_TIMEOUT, clear(config))
         .await
         .unwrap_or_else(|_| bail!("the broker did not acknowledge within {FORGET_TIMEOUT:?}"))

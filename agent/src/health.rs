@@ -5,7 +5,7 @@ use std::path::Path;
 /// The SoC temperature in °C, read from a Linux thermal zone file (millidegrees, as
 /// `/sys/class/thermal/thermal_zone0/temp` reports it). `None` when the file is missing or holds
 /// something else: health simply leaves the field out.
-pub fn soc_temperature_c(path: &Path) -> Option<f64> {
+pub(crate) fn soc_temperature_c(path: &Path) -> Option<f64> {
     let text = std::fs::read_to_string(path).ok()?;
     let millidegrees: i64 = text.trim().parse().ok()?;
     // One decimal is all a SoC thermometer is good for.

@@ -20,12 +20,12 @@
 //!
 //! `docs/agent.md` covers running it on a Pi; `docs/home-assistant.md` what Home Assistant shows.
 
-pub mod agent;
+mod agent;
 pub mod cli;
 pub mod config;
-pub mod forget;
-pub mod health;
-pub mod policy;
+mod forget;
+mod health;
+mod policy;
 pub mod servo;
 
 pub use agent::{Agent, VERSION, run};

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 /// What to do with a bonk.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Bonk Tux: `count` events (this bonk's plus the coalesced ones), at `severity` (the
     /// strongest among them).
     Perform {
@@ -50,7 +50,7 @@ pub enum Decision {
 
 /// The policy's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PolicySettings {
+pub(crate) struct PolicySettings {
     /// Maximum age; `None` = never expire.
     pub max_age: Option<Duration>,
     /// How long an id is remembered after it was last seen.
@@ -69,7 +69,7 @@ pub struct PolicySettings {
 
 /// The desk's bonk policy and its memory.
 #[derive(Debug)]
-pub struct Policy {
+pub(crate) struct Policy {
     settings: PolicySettings,
     seen: RecentIds,
     kills: KillLedger,
@@ -80,7 +80,7 @@ pub struct Policy {
 
 impl Policy {
     /// A policy with empty memory.
-    pub fn new(settings: PolicySettings) -> Self {
+    pub(crate) fn new(settings: PolicySettings) -> Self {
         Self {
             settings,
             seen: RecentIds::new(settings.dedupe_max_entries, settings.dedupe_window),
@@ -95,7 +95,7 @@ impl Policy {
     ///
     /// A `Perform` decision counts toward the rate limit at once; when its move cannot be queued
     /// the caller hands it back with [`Policy::coalesce_instead`].
-    pub fn decide(&mut self, bonk: &Bonk, now: Instant, wall: DateTime<Utc>) -> Decision {
+    pub(crate) fn decide(&mut self, bonk: &Bonk, now: Instant, wall: DateTime<Utc>) -> Decision {
         self.forget_old(now);
         let std_now = now.into_std();
         if self.seen.seen_again(&bonk.id, std_now) {
@@ -133,14 +133,14 @@ impl Policy {
 
     /// Undoes the rate-limit accounting of the last `Perform` when its move could not be queued
     /// after all, coalescing it instead.
-    pub fn coalesce_instead(&mut self, count: u32, severity: Severity) {
+    pub(crate) fn coalesce_instead(&mut self, count: u32, severity: Severity) {
         self.performed.pop_back();
         self.coalesced_count = self.coalesced_count.saturating_add(count);
         self.coalesced_severity = self.coalesced_severity.max(Some(severity));
     }
 
     /// Events waiting to be coalesced into the next performed bonk.
-    pub fn coalesced(&self) -> u32 {
+    pub(crate) fn coalesced(&self) -> u32 {
         self.coalesced_count
     }
 

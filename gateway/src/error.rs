@@ -14,7 +14,7 @@ use serde_json::json;
 
 /// An HTTP error with the message sent to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// 400: the body or query is malformed or has the wrong shape.
     #[error("{0}")]
     BadRequest(String),
@@ -46,7 +46,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
@@ -60,7 +60,7 @@ impl ApiError {
     }
 
     /// The metric label for this outcome.
-    pub fn outcome(&self) -> &'static str {
+    pub(crate) fn outcome(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized { .. } => "unauthorized",

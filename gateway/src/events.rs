@@ -33,7 +33,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 /// Events kept for readers that are behind; a reader further behind gets a snapshot.
-pub const EVENT_BUFFER: usize = 256;
+pub(crate) const EVENT_BUFFER: usize = 256;
 
 /// One change, serialised once for every reader.
 #[derive(Debug)]
@@ -48,7 +48,7 @@ pub struct Event {
 
 /// The hub: a broadcast sender and the id of the last change.
 #[derive(Debug)]
-pub struct Events {
+pub(crate) struct Events {
     sender: broadcast::Sender<Arc<Event>>,
     last_id: u64,
 }
@@ -64,17 +64,17 @@ impl Default for Events {
 
 impl Events {
     /// True while a stream is open: only then is an event worth building.
-    pub fn listened(&self) -> bool {
+    pub(crate) fn listened(&self) -> bool {
         self.sender.receiver_count() > 0
     }
 
     /// The id of the last change announced.
-    pub fn last_id(&self) -> u64 {
+    pub(crate) fn last_id(&self) -> u64 {
         self.last_id
     }
 
     /// Announces a change; `data` is only called while a stream is open.
-    pub fn announce<T: Serialize>(&mut self, kind: &'static str, data: impl FnOnce() -> T) {
+    pub(crate) fn announce<T: Serialize>(&mut self, kind: &'static str, data: impl FnOnce() -> T) {
         if !self.listened() {
             return;
         }
@@ -89,7 +89,7 @@ impl Events {
     }
 
     /// A new reader; it sees every change announced from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.sender.subscribe()
     }
 }

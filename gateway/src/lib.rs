@@ -15,16 +15,16 @@
 //! when to stop.
 
 pub mod alertmanager;
-pub mod auth;
+mod auth;
 pub mod config;
-pub mod error;
-pub mod events;
+mod error;
+mod events;
 pub mod fleet;
 pub mod http;
-pub mod metrics;
+mod metrics;
 pub mod mqtt;
 mod page;
-pub mod recall;
+mod recall;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -13,7 +13,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 /// The prefix of every metric name.
-pub const METRIC_PREFIX: &str = "bonker_gateway";
+pub(crate) const METRIC_PREFIX: &str = "bonker_gateway";
 
 /// Publish-to-ack latency buckets, in seconds: from a loopback round trip to a slow servo stroke.
 const LATENCY_BUCKETS_S: [f64; 13] = [

@@ -10,22 +10,22 @@ use bonker_protocol::{Cluster, Namespace, Prefix};
 use serde::{Deserialize, Serialize};
 
 /// Default address for `/metrics` and `/healthz`.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:9096";
+pub(crate) const DEFAULT_LISTEN: &str = "0.0.0.0:9096";
 /// Default kernel log device.
-pub const DEFAULT_KMSG: &str = "/dev/kmsg";
+pub(crate) const DEFAULT_KMSG: &str = "/dev/kmsg";
 /// Default cgroup mount.
-pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
+pub(crate) const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Where the kernel publishes its boot id.
-pub const DEFAULT_BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
+pub(crate) const DEFAULT_BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
 /// Default interval between two readings of the cgroup counters, in milliseconds.
-pub const DEFAULT_CGROUP_SCAN_INTERVAL_MS: u64 = 500;
+pub(crate) const DEFAULT_CGROUP_SCAN_INTERVAL_MS: u64 = 500;
 /// Default time a counted kill waits for its kernel log line before it is reported from the
 /// counter alone, in milliseconds.
-pub const DEFAULT_COUNTER_GRACE_MS: u64 = 1500;
+pub(crate) const DEFAULT_COUNTER_GRACE_MS: u64 = 1500;
 /// Default age beyond which a kill found in the kernel log is counted but not bonked, in seconds.
-pub const DEFAULT_MAX_EVENT_AGE_S: u64 = 300;
+pub(crate) const DEFAULT_MAX_EVENT_AGE_S: u64 = 300;
 /// Default bound of the MQTT publish queue.
-pub const DEFAULT_MAX_QUEUED_BONKS: usize = 1000;
+pub(crate) const DEFAULT_MAX_QUEUED_BONKS: usize = 1000;
 
 /// Every setting, as read from the TOML file (top-level keys) and `BONKER_…` variables.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,7 +191,7 @@ pub struct WatcherConfig {
     pub mqtt: MqttSettings,
 }
 
-pub use bonker_client::config::ConfigError;
+pub(crate) use bonker_client::config::ConfigError;
 use bonker_client::config::invalid;
 
 impl WatcherSettings {

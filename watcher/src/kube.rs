@@ -21,17 +21,17 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 /// Where the in-cluster service account credentials are mounted.
-pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+pub(crate) const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// The shortest time between two pod lists.
-pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How long one API call may take.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The names a kill is reported under.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PodNames {
+pub(crate) struct PodNames {
     /// The pod's namespace.
     pub namespace: String,
     /// The pod's name.
@@ -42,7 +42,7 @@ pub struct PodNames {
 
 /// Why the API could not be asked.
 #[derive(Debug, thiserror::Error)]
-pub enum KubeError {
+pub(crate) enum KubeError {
     /// The client could not be built (bad CA file, …).
     #[error("Kubernetes API client: {0}")]
     Setup(String),
@@ -111,7 +111,7 @@ impl KubeApiSettings {
 
 /// A client for the one call the watcher makes.
 #[derive(Debug, Clone)]
-pub struct KubeApi {
+pub(crate) struct KubeApi {
     client: reqwest::Client,
     pods_url: String,
     node: String,
@@ -120,7 +120,7 @@ pub struct KubeApi {
 
 impl KubeApi {
     /// Builds the client. The CA file must be readable when given.
-    pub fn new(settings: &KubeApiSettings, node: &str) -> Result<KubeApi, KubeError> {
+    pub(crate) fn new(settings: &KubeApiSettings, node: &str) -> Result<KubeApi, KubeError> {
         let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(REQUEST_TIMEOUT)
@@ -145,7 +145,7 @@ impl KubeApi {
     }
 
     /// Lists the pods on this node.
-    pub async fn list_pods(&self) -> Result<Vec<PodEntry>, KubeError> {
+    pub(crate) async fn list_pods(&self) -> Result<Vec<PodEntry>, KubeError> {
         let mut request = self
             .client
             .get(&self.pods_url)
@@ -176,7 +176,7 @@ impl KubeApi {
 
 /// One pod, reduced to what identifies its kills.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodEntry {
+pub(crate) struct PodEntry {
     /// UID.
     pub uid: String,
     /// Namespace.
@@ -230,7 +230,7 @@ struct PodList {
 
 /// The parts of a Pod the watcher reads.
 #[derive(Debug, Deserialize)]
-pub struct Pod {
+pub(crate) struct Pod {
     metadata: PodMetadata,
     #[serde(default)]
     status: PodStatus,
@@ -278,7 +278,7 @@ struct TerminatedState {
 
 /// The pods on this node, as last listed, refreshed when a kill names something unknown.
 #[derive(Debug)]
-pub struct PodDirectory {
+pub(crate) struct PodDirectory {
     api: Option<KubeApi>,
     pods: HashMap<String, PodEntry>,
     last_refresh: Option<Instant>,
@@ -286,7 +286,7 @@ pub struct PodDirectory {
 
 impl PodDirectory {
     /// A directory that asks `api`, or knows nothing when there is no API.
-    pub fn new(api: Option<KubeApi>) -> PodDirectory {
+    pub(crate) fn new(api: Option<KubeApi>) -> PodDirectory {
         PodDirectory {
             api,
             pods: HashMap::new(),
@@ -295,12 +295,12 @@ impl PodDirectory {
     }
 
     /// True when there is an API to ask.
-    pub fn has_api(&self) -> bool {
+    pub(crate) fn has_api(&self) -> bool {
         self.api.is_some()
     }
 
     /// Lists the pods now (at start-up, to have the cache warm before the first kill).
-    pub async fn refresh(&mut self) -> Result<usize, KubeError> {
+    pub(crate) async fn refresh(&mut self) -> Result<usize, KubeError> {
         let Some(api) = &self.api else {
             return Ok(0);
         };
@@ -311,7 +311,11 @@ impl PodDirectory {
     }
 
     /// The names for a pod UID and container id, listing the pods again when either is unknown.
-    pub async fn lookup(&mut self, pod_uid: &str, container_id: Option<&str>) -> Option<PodNames> {
+    pub(crate) async fn lookup(
+        &mut self,
+        pod_uid: &str,
+        container_id: Option<&str>,
+    ) -> Option<PodNames> {
         let known = self.cached(pod_uid, container_id);
         let complete = known
             .as_ref()

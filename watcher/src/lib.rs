@@ -20,15 +20,15 @@
 //! `docs/watcher.md` says when to run it and what it needs.
 
 pub mod cgroup;
-pub mod config;
+mod config;
 pub mod identity;
 pub mod kmsg;
-pub mod kube;
+mod kube;
 pub mod limit;
 pub mod metrics;
 pub mod parser;
-pub mod publish;
-pub mod watcher;
+mod publish;
+mod watcher;
 
 use std::future::Future;
 

@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use crate::metrics::Metrics;
 
 /// How long a stopping watcher waits for queued bonks to be acknowledged.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Capacity of rumqttc's request channel.
 const CLIENT_REQUEST_CAPACITY: usize = 64;
@@ -51,7 +51,7 @@ struct Queued {
 
 /// Hands bonks to MQTT.
 #[derive(Debug)]
-pub struct BonkPublisher {
+pub(crate) struct BonkPublisher {
     /// `None` once shutting down.
     queue: Option<mpsc::Sender<Queued>>,
     metrics: Metrics,
@@ -59,12 +59,12 @@ pub struct BonkPublisher {
 }
 
 /// Kernel log sequence numbers whose bonks the broker acknowledged.
-pub type Confirmations = mpsc::UnboundedReceiver<u64>;
+pub(crate) type Confirmations = mpsc::UnboundedReceiver<u64>;
 
 impl BonkPublisher {
     /// Connects (in the background) with `settings`, as `bonker-watcher-<node>` unless a client
     /// id is configured, and starts the task that owns the connection.
-    pub fn start(
+    pub(crate) fn start(
         settings: &MqttSettings,
         node: &str,
         max_queued_bonks: usize,
@@ -102,7 +102,7 @@ impl BonkPublisher {
     /// Queues `bonk` on `topic` without waiting; `seq` is the kernel log record of its kill, sent
     /// back on the confirmation channel once the broker has the bonk. Returns false (and counts
     /// the drop) when the queue is full.
-    pub fn publish(&self, topic: &str, bonk: &Bonk, seq: Option<u64>) -> bool {
+    pub(crate) fn publish(&self, topic: &str, bonk: &Bonk, seq: Option<u64>) -> bool {
         let queued = Queued {
             seq,
             id: bonk.id.clone(),
@@ -125,7 +125,7 @@ impl BonkPublisher {
 
     /// Waits (at most [`DRAIN_TIMEOUT`]) until every queued bonk is acknowledged, then
     /// disconnects.
-    pub async fn shutdown(&mut self) {
+    pub(crate) async fn shutdown(&mut self) {
         self.queue = None;
         if tokio::time::timeout(DRAIN_TIMEOUT, &mut self.task)
             .await

@@ -46,7 +46,7 @@ const MAX_LEDGER_ENTRIES: usize = 10_000;
 const MAX_AWAITING: usize = 1_000;
 
 /// The reason every watcher bonk carries.
-pub const REASON: &str = "OOMKilled";
+pub(crate) const REASON: &str = "OOMKilled";
 
 /// One kill, ready to be reported.
 #[derive(Debug, Clone)]

@@ -37,10 +37,10 @@ use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tracing::Instrument;
 
 use crate::AppState;
-use crate::alertmanager::{NamespaceFallback, Notification};
+use crate::alertmanager::{NamespaceFallback, Notification, Plan, PlannedBonk};
 use crate::error::ApiError;
 use crate::fleet::Target;
-use crate::metrics::{BonkLabels, MergeLabels};
+use crate::metrics::Metrics;
 use crate::mqtt::{OutgoingBonk, PublishError, lock};
 use crate::recall::Verdict;
 
@@ -207,16 +207,56 @@ async fn webhook(
 
 /// Publishes the bonks of one notification and reports what happened.
 async fn deliver(state: &AppState, notification: Notification) -> Result<WebhookReply, ApiError> {
-    let metrics = state.metrics();
     let plan = state.rules().plan(&notification, Utc::now());
-    metrics
-        .alerts
-        .get_or_create(&crate::metrics::AlertLabels { status: "firing" })
-        .inc_by(plan.firing as u64);
-    metrics
-        .alerts
-        .get_or_create(&crate::metrics::AlertLabels { status: "resolved" })
-        .inc_by(plan.resolved as u64);
+    received(state.metrics(), &notification, &plan);
+    let now = Instant::now();
+    let verdicts: Vec<Verdict> = {
+        let mut recall = state.recall();
+        plan.bonks
+            .iter()
+            .map(|planned| recall.judge(&planned.bonk, now))
+            .collect()
+    };
+    let merged_into = record_merges(state, &plan, &verdicts, now);
+    let fresh: Vec<&PlannedBonk> = plan
+        .bonks
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, verdict)| **verdict == Verdict::Fresh)
+        .map(|(planned, _)| planned)
+        .collect();
+    let duplicates = count_duplicates(state.metrics(), &plan, &verdicts);
+    let merged = verdicts
+        .iter()
+        .filter(|verdict| matches!(verdict, Verdict::Merged(_)))
+        .count();
+    publish_fresh(state, &fresh).await?;
+    Ok(WebhookReply {
+        status: "ok".to_owned(),
+        alerts: notification.alerts.len(),
+        firing: plan.firing,
+        resolved: plan.resolved,
+        published: fresh.len(),
+        duplicates,
+        merged,
+        bonks: plan
+            .bonks
+            .iter()
+            .zip(&verdicts)
+            .zip(merged_into)
+            .map(|((planned, verdict), merged_into)| BonkRef {
+                id: planned.bonk.id.to_string(),
+                topic: planned.topic.clone(),
+                duplicate: *verdict == Verdict::Duplicate,
+                merged_into: merged_into.map(|id| id.to_string()),
+            })
+            .collect(),
+    })
+}
+
+/// Counts and logs what a notification brought, and each alert sent to the default namespace.
+fn received(metrics: &Metrics, notification: &Notification, plan: &Plan) {
+    metrics.alerts_received(plan.firing, plan.resolved);
     tracing::info!(
         firing = plan.firing,
         resolved = plan.resolved,
@@ -248,81 +288,70 @@ async fn deliver(state: &AppState, notification: Notification) -> Result<Webhook
             None => {}
         }
     }
+}
 
-    let now = Instant::now();
-    let verdicts: Vec<Verdict> = {
-        let mut recall = state.recall();
-        plan.bonks
-            .iter()
-            .map(|planned| recall.judge(&planned.bonk, now))
-            .collect()
-    };
-    let mut merged_into: Vec<Option<BonkId>> = Vec::with_capacity(verdicts.len());
-    {
-        let mut fleet = lock(state.fleet());
-        let mut recall = state.recall();
-        for (planned, verdict) in plan.bonks.iter().zip(&verdicts) {
-            let id = &planned.bonk.id;
-            merged_into.push(match verdict {
-                Verdict::Fresh => None,
-                Verdict::Duplicate => fleet.merged_into(id).cloned(),
-                Verdict::Merged(earlier) => {
-                    fleet.record_merged_alert(
-                        &planned.bonk,
-                        Target::Namespace(planned.topic_namespace.to_string()),
-                        earlier.id.clone(),
-                    );
-                    recall.merged(&planned.bonk, now);
-                    metrics
-                        .alerts_merged
-                        .get_or_create(&MergeLabels {
-                            source: earlier.by.as_str(),
-                        })
-                        .inc();
-                    tracing::info!(
-                        bonk_id = %id,
-                        merged_into = %earlier.id,
-                        first_seen_by = earlier.by.as_str(),
-                        namespace = %planned.topic_namespace,
-                        alertname = planned.bonk.alertname.as_deref().unwrap_or(""),
-                        pod = planned.bonk.pod.as_deref().unwrap_or(""),
-                        "this kill already bonked; merged the alert into that bonk"
-                    );
-                    Some(earlier.id.clone())
-                }
-            });
-        }
-    }
-    let fresh: Vec<_> = plan
-        .bonks
+/// Records each alert merged into an earlier bonk of its kill; for each alert, the bonk it was
+/// merged into (a duplicate's, from the fleet view).
+fn record_merges(
+    state: &AppState,
+    plan: &Plan,
+    verdicts: &[Verdict],
+    now: Instant,
+) -> Vec<Option<BonkId>> {
+    let mut fleet = lock(state.fleet());
+    let mut recall = state.recall();
+    plan.bonks
         .iter()
-        .zip(&verdicts)
-        .filter(|(_, verdict)| **verdict == Verdict::Fresh)
-        .map(|(planned, _)| planned)
-        .collect();
-    let duplicates = verdicts
-        .iter()
-        .filter(|verdict| **verdict == Verdict::Duplicate)
-        .count()
-        + plan.repeated;
-    let merged = verdicts
-        .iter()
-        .filter(|verdict| matches!(verdict, Verdict::Merged(_)))
-        .count();
-    metrics.dedupe_hits.inc_by(duplicates as u64);
+        .zip(verdicts)
+        .map(|(planned, verdict)| match verdict {
+            Verdict::Fresh => None,
+            Verdict::Duplicate => fleet.merged_into(&planned.bonk.id).cloned(),
+            Verdict::Merged(earlier) => {
+                fleet.record_merged_alert(
+                    &planned.bonk,
+                    Target::Namespace(planned.topic_namespace.to_string()),
+                    earlier.id.clone(),
+                );
+                recall.merged(&planned.bonk, now);
+                state.metrics().alert_merged(earlier.by);
+                tracing::info!(
+                    bonk_id = %planned.bonk.id,
+                    merged_into = %earlier.id,
+                    first_seen_by = earlier.by.as_str(),
+                    namespace = %planned.topic_namespace,
+                    alertname = planned.bonk.alertname.as_deref().unwrap_or(""),
+                    pod = planned.bonk.pod.as_deref().unwrap_or(""),
+                    "this kill already bonked; merged the alert into that bonk"
+                );
+                Some(earlier.id.clone())
+            }
+        })
+        .collect()
+}
+
+/// Alerts already bonked (and repeats within the notification): counted and logged.
+fn count_duplicates(metrics: &Metrics, plan: &Plan, verdicts: &[Verdict]) -> usize {
+    let mut duplicates = plan.repeated;
     for (planned, _) in plan
         .bonks
         .iter()
-        .zip(&verdicts)
+        .zip(verdicts)
         .filter(|(_, verdict)| **verdict == Verdict::Duplicate)
     {
+        duplicates += 1;
         tracing::info!(
             bonk_id = %planned.bonk.id,
             namespace = %planned.topic_namespace,
             "already bonked for this alert; not bonking again"
         );
     }
+    metrics.dedupe_hits.inc_by(duplicates as u64);
+    duplicates
+}
 
+/// Publishes the fresh bonks and waits for the broker; 503 unless it accepted every one.
+async fn publish_fresh(state: &AppState, fresh: &[&PlannedBonk]) -> Result<(), ApiError> {
+    let metrics = state.metrics();
     let outgoing = fresh
         .iter()
         .map(|planned| OutgoingBonk {
@@ -332,80 +361,48 @@ async fn deliver(state: &AppState, notification: Notification) -> Result<Webhook
         .collect();
     let results = state.publisher().publish_all(outgoing).await;
     let mut failures: Vec<PublishError> = Vec::new();
-    {
-        let mut recall = state.recall();
-        let accepted = Instant::now();
-        for (planned, result) in fresh.iter().zip(&results) {
-            let bonk = &planned.bonk;
-            match result {
-                Ok(()) => {
-                    recall.observe(bonk, accepted);
-                    metrics
-                        .kills_remembered
-                        .set(i64::try_from(recall.len().1).unwrap_or(i64::MAX));
-                    metrics
-                        .bonks_published
-                        .get_or_create(&BonkLabels {
-                            namespace: planned.topic_namespace.to_string(),
-                            severity: bonk.severity.as_str(),
-                            source: Source::Alertmanager.as_str(),
-                        })
-                        .inc();
-                    tracing::info!(
-                        bonk_id = %bonk.id,
-                        namespace = %planned.topic_namespace,
-                        severity = %bonk.severity,
-                        alertname = bonk.alertname.as_deref().unwrap_or(""),
-                        pod = bonk.pod.as_deref().unwrap_or(""),
-                        "bonk published"
-                    );
-                }
-                Err(error) => {
-                    failures.push(*error);
-                    metrics
-                        .publish_failures
-                        .get_or_create(&crate::metrics::ReasonLabels {
-                            reason: error.as_str(),
-                        })
-                        .inc();
-                    tracing::warn!(
-                        bonk_id = %bonk.id,
-                        namespace = %planned.topic_namespace,
-                        %error,
-                        "bonk not accepted by the MQTT broker"
-                    );
-                }
+    let mut recall = state.recall();
+    let accepted = Instant::now();
+    for (planned, result) in fresh.iter().zip(&results) {
+        let bonk = &planned.bonk;
+        match result {
+            Ok(()) => {
+                recall.observe(bonk, accepted);
+                metrics.set_kills_remembered(recall.len().1);
+                metrics.bonk_published(
+                    planned.topic_namespace.as_str(),
+                    bonk.severity,
+                    Source::Alertmanager,
+                );
+                tracing::info!(
+                    bonk_id = %bonk.id,
+                    namespace = %planned.topic_namespace,
+                    severity = %bonk.severity,
+                    alertname = bonk.alertname.as_deref().unwrap_or(""),
+                    pod = bonk.pod.as_deref().unwrap_or(""),
+                    "bonk published"
+                );
+            }
+            Err(error) => {
+                failures.push(*error);
+                metrics.publish_failed(*error);
+                tracing::warn!(
+                    bonk_id = %bonk.id,
+                    namespace = %planned.topic_namespace,
+                    %error,
+                    "bonk not accepted by the MQTT broker"
+                );
             }
         }
     }
-    if let Some(first) = failures.first() {
-        return Err(ApiError::Unavailable(format!(
+    match failures.first() {
+        Some(first) => Err(ApiError::Unavailable(format!(
             "{} of {} bonks were not accepted by the MQTT broker: {first}; retry later",
             failures.len(),
             fresh.len()
-        )));
+        ))),
+        None => Ok(()),
     }
-    Ok(WebhookReply {
-        status: "ok".to_owned(),
-        alerts: notification.alerts.len(),
-        firing: plan.firing,
-        resolved: plan.resolved,
-        published: fresh.len(),
-        duplicates,
-        merged,
-        bonks: plan
-            .bonks
-            .iter()
-            .zip(&verdicts)
-            .zip(merged_into)
-            .map(|((planned, verdict), merged_into)| BonkRef {
-                id: planned.bonk.id.to_string(),
-                topic: planned.topic.clone(),
-                duplicate: *verdict == Verdict::Duplicate,
-                merged_into: merged_into.map(|id| id.to_string()),
-            })
-            .collect(),
-    })
 }
 
 /// A manual bonk request, from the query string and/or a JSON body (the body wins).
@@ -523,15 +520,11 @@ async fn manual_bonk_inner(
     let _entered = span.enter();
     match results.first() {
         Some(Ok(())) => {
-            state
-                .metrics()
-                .bonks_published
-                .get_or_create(&BonkLabels {
-                    namespace: namespace.map(|n| n.to_string()).unwrap_or_default(),
-                    severity: severity.as_str(),
-                    source: Source::Http.as_str(),
-                })
-                .inc();
+            state.metrics().bonk_published(
+                namespace.as_ref().map_or("", |n| n.as_str()),
+                severity,
+                Source::Http,
+            );
             tracing::info!(%severity, "manual bonk published");
             Ok(ManualBonkReply {
                 status: "ok".to_owned(),
@@ -540,13 +533,7 @@ async fn manual_bonk_inner(
             })
         }
         Some(Err(error)) => {
-            state
-                .metrics()
-                .publish_failures
-                .get_or_create(&crate::metrics::ReasonLabels {
-                    reason: error.as_str(),
-                })
-                .inc();
+            state.metrics().publish_failed(*error);
             tracing::warn!(%error, "manual bonk not accepted by the MQTT broker");
             Err(ApiError::Unavailable(format!(
                 "the bonk was not accepted by the MQTT broker: {error}; retry later"

@@ -4,7 +4,7 @@
 //! against one file. Label values are bounded: namespaces are validated topic levels, desks are
 //! capped by the fleet registry, outcomes and reasons are fixed word lists.
 
-use bonker_protocol::Detector;
+use bonker_protocol::{Detector, Severity, Source};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -347,6 +347,50 @@ impl Metrics {
         self.manual_bonks
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    /// Counts the alerts of a notification.
+    pub(crate) fn alerts_received(&self, firing: usize, resolved: usize) {
+        for (status, count) in [("firing", firing), ("resolved", resolved)] {
+            self.alerts
+                .get_or_create(&AlertLabels { status })
+                .inc_by(count as u64);
+        }
+    }
+
+    /// Counts an alert merged into the bonk of a kill `by` saw first.
+    pub(crate) fn alert_merged(&self, by: Detector) {
+        self.alerts_merged
+            .get_or_create(&MergeLabels {
+                source: by.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts a bonk the broker accepted.
+    pub(crate) fn bonk_published(&self, namespace: &str, severity: Severity, source: Source) {
+        self.bonks_published
+            .get_or_create(&BonkLabels {
+                namespace: namespace.to_owned(),
+                severity: severity.as_str(),
+                source: source.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts a bonk the broker did not accept, by why.
+    pub(crate) fn publish_failed(&self, error: crate::mqtt::PublishError) {
+        self.publish_failures
+            .get_or_create(&ReasonLabels {
+                reason: error.as_str(),
+            })
+            .inc();
+    }
+
+    /// Sets how many kills the gateway remembers.
+    pub(crate) fn set_kills_remembered(&self, count: usize) {
+        self.kills_remembered
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Counts an ignored desk message.

@@ -614,9 +614,7 @@ impl MqttTask {
             if let Some(Route::NamespaceBonk(_)) = route {
                 let mut recall = crate::recall::lock(&self.recall);
                 recall.observe(&bonk, now_instant);
-                self.metrics
-                    .kills_remembered
-                    .set(gauge_value(recall.len().1));
+                self.metrics.set_kills_remembered(recall.len().1);
             }
             return;
         }

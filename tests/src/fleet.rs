@@ -8,6 +8,10 @@ use std::time::Duration;
 use crate::probe::Probe;
 use crate::process::{ChildProcess, binary, free_port, wait_for_port};
 
+/// Acks counted by (desk, bonk id), then by outcome ([`AgentProcess::tally`]).
+pub type AckTally =
+    std::collections::BTreeMap<(String, String), std::collections::BTreeMap<String, usize>>;
+
 /// A `bonker-gateway` process.
 #[derive(Debug)]
 pub struct GatewayProcess {
@@ -202,6 +206,22 @@ impl AgentProcess {
                 Some((field("bonk_id=")?, field("outcome=")?))
             })
             .collect()
+    }
+
+    /// The acks `agents` logged, counted by (desk, bonk id), then by outcome: how many times each
+    /// desk did what with each bonk.
+    pub fn tally(agents: &[AgentProcess]) -> AckTally {
+        let mut tally = AckTally::new();
+        for agent in agents {
+            for (id, outcome) in agent.logged_acks() {
+                *tally
+                    .entry((agent.desk().to_owned(), id))
+                    .or_default()
+                    .entry(outcome)
+                    .or_default() += 1;
+            }
+        }
+        tally
     }
 
     /// The desk name.

@@ -44,7 +44,7 @@ pub mod webhook;
 pub use alertmanager::{AlertmanagerOptions, TestAlertmanager};
 pub use bridge::TestBridge;
 pub use broker::{BrokerKind, BrokerOptions, TestBroker};
-pub use fleet::{AgentProcess, GatewayProcess};
+pub use fleet::{AckTally, AgentProcess, GatewayProcess};
 pub use probe::{Message, Probe, ProbeOptions};
 pub use process::{ChildProcess, binary, free_port};
 pub use proxy::{CuttableLink, RoundRobinProxy, StallableLink};

@@ -23,8 +23,8 @@ use bonker_protocol::BonkId;
 use bonker_tests::guides::{code_block_after, with_setting};
 use bonker_tests::webhook::{notification, oom_alert};
 use bonker_tests::{
-    AgentProcess, BrokerKind, BrokerOptions, GatewayProcess, Probe, ProbeOptions, TestBridge,
-    TestBroker, TestCa,
+    AckTally, AgentProcess, BrokerKind, BrokerOptions, GatewayProcess, Probe, ProbeOptions,
+    TestBridge, TestBroker, TestCa,
 };
 use serde_json::Value;
 
@@ -321,18 +321,8 @@ impl Office {
     }
 
     /// Acks each desk logged, by (desk, bonk id), then by outcome.
-    fn tally(&self) -> BTreeMap<(String, String), BTreeMap<String, usize>> {
-        let mut tally: BTreeMap<(String, String), BTreeMap<String, usize>> = BTreeMap::new();
-        for agent in &self.agents {
-            for (id, outcome) in agent.logged_acks() {
-                *tally
-                    .entry((agent.desk().to_owned(), id))
-                    .or_default()
-                    .entry(outcome)
-                    .or_default() += 1;
-            }
-        }
-        tally
+    fn tally(&self) -> AckTally {
+        AgentProcess::tally(&self.agents)
     }
 
     /// Publishes a sentinel bonk on `payments` on the cluster broker after everything else and

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use bonker_protocol::{Ack, BonkId, Outcome};
 use bonker_tests::{
-    AgentProcess, AlertmanagerOptions, BrokerKind, BrokerOptions, GatewayProcess, Message, Probe,
-    RoundRobinProxy, StallableLink, TestAlertmanager, TestBroker,
+    AckTally, AgentProcess, AlertmanagerOptions, BrokerKind, BrokerOptions, GatewayProcess,
+    Message, Probe, RoundRobinProxy, StallableLink, TestAlertmanager, TestBroker,
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -114,23 +114,6 @@ const WATCHING: &[(&str, &[&str])] = &[
     ("checkout", &["bob", "carol"]),
 ];
 
-/// Acks counted by desk and bonk id, then by outcome.
-type Tally = BTreeMap<(String, String), BTreeMap<String, usize>>;
-
-fn tally(agents: &[AgentProcess]) -> Tally {
-    let mut tally = Tally::new();
-    for agent in agents {
-        for (id, outcome) in agent.logged_acks() {
-            *tally
-                .entry((agent.desk().to_owned(), id))
-                .or_default()
-                .entry(outcome)
-                .or_default() += 1;
-        }
-    }
-    tally
-}
-
 /// Waits until each desk has acked a sentinel bonk published on each of its namespace topics
 /// after everything else. A broker delivers one topic filter's messages to a client in order
 /// (rumqttd keeps a log per filter), so every bonk on its way to a desk before the sentinels — a
@@ -150,7 +133,7 @@ async fn settle(url: &str, agents: &[AgentProcess], watching: &[(&str, &[&str])]
     }
     let deadline = Instant::now() + bonker_tests::DEADLINE;
     loop {
-        let tally = tally(agents);
+        let tally = AgentProcess::tally(agents);
         let missing: Vec<_> = awaited
             .iter()
             .filter(|key| !tally.contains_key(*key))
@@ -175,7 +158,7 @@ fn performed(outcomes: Option<&BTreeMap<String, usize>>) -> usize {
     })
 }
 
-fn outcome_totals(tally: &Tally) -> BTreeMap<String, usize> {
+fn outcome_totals(tally: &AckTally) -> BTreeMap<String, usize> {
     let mut totals = BTreeMap::new();
     for outcomes in tally.values() {
         for (outcome, n) in outcomes {
@@ -265,7 +248,7 @@ async fn broker_killed_mid_alert_storm(kind: BrokerKind) {
     // Let the storm begin: the first alerts bonk.
     inject(0..8);
     let deadline = Instant::now() + bonker_tests::DEADLINE;
-    while tally(&agents).is_empty() {
+    while AgentProcess::tally(&agents).is_empty() {
         assert!(Instant::now() < deadline, "{kind}: no bonk before the kill");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -368,7 +351,7 @@ async fn broker_killed_mid_alert_storm(kind: BrokerKind) {
             }
         }
         let all_accepted = views.len() == 24 && views.values().all(|(_, accepted)| *accepted);
-        let tally = tally(&agents);
+        let tally = AgentProcess::tally(&agents);
         let all_performed = expected
             .iter()
             .all(|(desk, id, _)| performed(tally.get(&(desk.clone(), id.clone()))) >= 1);
@@ -384,7 +367,7 @@ async fn broker_killed_mid_alert_storm(kind: BrokerKind) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     settle(&url, &agents, WATCHING).await;
-    let tally = tally(&agents);
+    let tally = AgentProcess::tally(&agents);
     let mut lost = Vec::new();
     for (desk, id, n) in &expected {
         let outcomes = tally.get(&(desk.clone(), id.clone()));
@@ -714,7 +697,7 @@ async fn ha_pair_with_repeats_bonks_once_per_alert(kind: BrokerKind) {
         })
         .collect();
     loop {
-        let tally = tally(&agents);
+        let tally = AgentProcess::tally(&agents);
         if expected.iter().all(|key| performed(tally.get(key)) >= 1) {
             break;
         }
@@ -722,7 +705,7 @@ async fn ha_pair_with_repeats_bonks_once_per_alert(kind: BrokerKind) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     settle(&url, &agents, WATCHING).await;
-    let tally = tally(&agents);
+    let tally = AgentProcess::tally(&agents);
     for key in &expected {
         let outcomes = &tally[key];
         assert_eq!(

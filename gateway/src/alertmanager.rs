@@ -108,6 +108,9 @@ pub enum AlertStatus {
 }
 
 impl AlertStatus {
+    /// Both statuses, for the metric's label set.
+    pub const ALL: [AlertStatus; 2] = [AlertStatus::Firing, AlertStatus::Resolved];
+
     /// `firing` or `resolved`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -69,6 +69,15 @@ pub enum Ignored {
 }
 
 impl Ignored {
+    /// Every reason, for the metric's label set.
+    pub const ALL: [Ignored; 5] = [
+        Ignored::InvalidStatus,
+        Ignored::InvalidHealth,
+        Ignored::InvalidAck,
+        Ignored::TooManyDesks,
+        Ignored::TooLarge,
+    ];
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -5,6 +5,10 @@
 //! capped by the fleet registry, outcomes and reasons are fixed word lists.
 
 use bonker_protocol::{Detector, Severity, Source};
+
+use crate::alertmanager::AlertStatus;
+use crate::fleet::Ignored;
+use crate::mqtt::PublishError;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -29,22 +33,6 @@ const HTTP_OUTCOMES: [&str; 7] = [
     "unauthorized",
     "forbidden",
     "unavailable",
-];
-/// Why a publish fails (see `mqtt::PublishError`).
-const PUBLISH_FAILURE_REASONS: [&str; 5] = [
-    "timeout",
-    "disconnected",
-    "queue_full",
-    "stopped",
-    "desks_returning",
-];
-/// Why a desk message is ignored (see `fleet::Ignored`).
-const IGNORED_DESK_MESSAGE_REASONS: [&str; 5] = [
-    "invalid_status",
-    "invalid_health",
-    "invalid_ack",
-    "too_many_desks",
-    "too_large",
 ];
 
 /// An HTTP request's outcome.
@@ -298,17 +286,25 @@ impl Metrics {
                 .get_or_create(&OutcomeLabels { outcome })
                 .inc_by(0);
         }
-        for status in ["firing", "resolved"] {
-            alerts.get_or_create(&AlertLabels { status }).inc_by(0);
-        }
-        for reason in PUBLISH_FAILURE_REASONS {
-            publish_failures
-                .get_or_create(&ReasonLabels { reason })
+        for status in AlertStatus::ALL {
+            alerts
+                .get_or_create(&AlertLabels {
+                    status: status.as_str(),
+                })
                 .inc_by(0);
         }
-        for reason in IGNORED_DESK_MESSAGE_REASONS {
+        for error in PublishError::ALL {
+            publish_failures
+                .get_or_create(&ReasonLabels {
+                    reason: error.as_str(),
+                })
+                .inc_by(0);
+        }
+        for ignored in Ignored::ALL {
             desk_messages_ignored
-                .get_or_create(&ReasonLabels { reason })
+                .get_or_create(&ReasonLabels {
+                    reason: ignored.as_str(),
+                })
                 .inc_by(0);
         }
         Self {
@@ -351,9 +347,14 @@ impl Metrics {
 
     /// Counts the alerts of a notification.
     pub(crate) fn alerts_received(&self, firing: usize, resolved: usize) {
-        for (status, count) in [("firing", firing), ("resolved", resolved)] {
+        for (status, count) in [
+            (AlertStatus::Firing, firing),
+            (AlertStatus::Resolved, resolved),
+        ] {
             self.alerts
-                .get_or_create(&AlertLabels { status })
+                .get_or_create(&AlertLabels {
+                    status: status.as_str(),
+                })
                 .inc_by(count as u64);
         }
     }
@@ -379,7 +380,7 @@ impl Metrics {
     }
 
     /// Counts a bonk the broker did not accept, by why.
-    pub(crate) fn publish_failed(&self, error: crate::mqtt::PublishError) {
+    pub(crate) fn publish_failed(&self, error: PublishError) {
         self.publish_failures
             .get_or_create(&ReasonLabels {
                 reason: error.as_str(),
@@ -394,9 +395,11 @@ impl Metrics {
     }
 
     /// Counts an ignored desk message.
-    pub fn desk_message_ignored(&self, reason: &'static str) {
+    pub fn desk_message_ignored(&self, ignored: Ignored) {
         self.desk_messages_ignored
-            .get_or_create(&ReasonLabels { reason })
+            .get_or_create(&ReasonLabels {
+                reason: ignored.as_str(),
+            })
             .inc();
     }
 

@@ -107,6 +107,15 @@ pub enum PublishError {
 }
 
 impl PublishError {
+    /// Every reason, for the metric's label set.
+    pub const ALL: [PublishError; 5] = [
+        PublishError::Timeout,
+        PublishError::Disconnected,
+        PublishError::QueueFull,
+        PublishError::Stopped,
+        PublishError::DesksReturning,
+    ];
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -677,7 +686,7 @@ impl MqttTask {
             .set(gauge_value(fleet.desks_known()));
         drop(fleet);
         if let Err(ignored) = result {
-            self.metrics.desk_message_ignored(ignored.as_str());
+            self.metrics.desk_message_ignored(ignored);
             tracing::warn!(topic, reason = ignored.as_str(), "ignoring a desk message");
         }
         // The last awaited desk is back: publish what waited.

@@ -89,6 +89,15 @@ pub async fn run(
     Ok(())
 }
 
+/// A bonk as it arrived, before the policy's decision.
+#[derive(Debug)]
+struct Received {
+    bonk: Bonk,
+    received_at: DateTime<Utc>,
+    /// The bonk's namespace, else its topic's.
+    namespace: Option<String>,
+}
+
 /// A bonk being performed, waiting for its move to finish before it is acked.
 #[derive(Debug)]
 struct PendingMove {
@@ -513,60 +522,66 @@ impl Agent {
         }
         let received_at = Utc::now();
         let parsed = Bonk::parse_lenient(payload);
-        let bonk = parsed.bonk;
         for warning in &parsed.warnings {
             tracing::warn!(
                 desk = %self.config.desk,
                 topic,
-                bonk_id = %bonk.id,
+                bonk_id = %parsed.bonk.id,
                 warning = %warning,
                 "bonk payload problem; using defaults"
             );
         }
-        let namespace = bonk
+        let namespace = parsed
+            .bonk
             .namespace
             .clone()
             .or_else(|| topic_namespace.map(|n| n.to_string()));
-        let ack = |outcome: Outcome, detail: Option<String>| Ack {
-            version: SCHEMA_VERSION,
-            bonk_id: bonk.id.clone(),
-            desk: self.config.desk.clone(),
-            outcome,
+        let received = Received {
+            bonk: parsed.bonk,
             received_at,
-            finished_at: Utc::now(),
-            severity: Some(bonk.severity),
-            namespace: namespace.clone(),
-            pod: bonk.pod.clone(),
-            count: None,
-            detail,
+            namespace,
         };
-        if self.shutting_down {
-            let ack = ack(
+        let immediate = if self.shutting_down {
+            self.ack_now(
+                &received,
                 Outcome::ServoError,
                 Some("not performed: the agent is shutting down".to_owned()),
-            );
-            return self.publish_ack(&ack, topic);
-        }
-        if retain {
-            let ack = ack(
+            )
+        } else if retain {
+            self.ack_now(
+                &received,
                 Outcome::Expired,
                 Some(format!(
                     "a retained bonk replayed by the broker is never performed; clear it with \
                      mosquitto_pub -r -n -t {topic}"
                 )),
-            );
-            return self.publish_ack(&ack, topic);
-        }
-        let decision = self.policy.decide(&bonk, Instant::now(), received_at);
-        let immediate = match decision {
-            Decision::Duplicate => ack(Outcome::Duplicate, None),
-            Decision::SameKill { earlier } => ack(
+            )
+        } else {
+            match self.decide(received) {
+                Some(ack) => ack,
+                None => return,
+            }
+        };
+        self.publish_ack(&immediate, topic);
+    }
+
+    /// What the policy makes of a bonk: the ack to send now, or `None` when a move was queued
+    /// (its ack follows when the arm is back).
+    fn decide(&mut self, received: Received) -> Option<Ack> {
+        let decision = self
+            .policy
+            .decide(&received.bonk, Instant::now(), received.received_at);
+        Some(match decision {
+            Decision::Duplicate => self.ack_now(&received, Outcome::Duplicate, None),
+            Decision::SameKill { earlier } => self.ack_now(
+                &received,
                 Outcome::Duplicate,
                 Some(format!(
                     "the same OOM kill as bonk {earlier}, already performed"
                 )),
             ),
-            Decision::Expired { age } => ack(
+            Decision::Expired { age } => self.ack_now(
+                &received,
                 Outcome::Expired,
                 Some(format!(
                     "{} s old, over max_age_s = {}",
@@ -574,41 +589,73 @@ impl Agent {
                     self.config.max_age.map_or(0, |a| a.as_secs())
                 )),
             ),
-            Decision::RateLimited => ack(Outcome::RateLimited, Some(self.rate_limit_detail())),
+            Decision::RateLimited => {
+                let detail = self.rate_limit_detail();
+                self.ack_now(&received, Outcome::RateLimited, Some(detail))
+            }
             Decision::Perform { count, severity } => {
-                let id = self.moves.next_id();
-                let queued = self.worker.as_ref().is_some_and(|worker| {
-                    worker
-                        .try_submit(MoveRequest {
-                            id,
-                            severity,
-                            strokes: count,
-                        })
-                        .is_ok()
-                });
-                if queued {
-                    tracing::debug!(bonk_id = %bonk.id, count, %severity, "move queued");
-                    self.moves.queued(
-                        id,
-                        PendingMove {
-                            bonk_id: bonk.id.clone(),
-                            received_at,
-                            severity,
-                            count,
-                            namespace,
-                            pod: bonk.pod.clone(),
-                        },
-                    );
-                    return;
-                }
+                let received = self.start_move(received, count, severity)?;
                 self.policy.coalesce_instead(count, severity);
-                ack(
+                self.ack_now(
+                    &received,
                     Outcome::RateLimited,
                     Some("the servo is busy; coalesced into the next bonk".to_owned()),
                 )
             }
-        };
-        self.publish_ack(&immediate, topic);
+        })
+    }
+
+    /// Queues the move of a bonk on the servo worker: `None` once queued, or the bonk back when
+    /// the worker's queue is full.
+    fn start_move(
+        &mut self,
+        received: Received,
+        count: u32,
+        severity: Severity,
+    ) -> Option<Received> {
+        let id = self.moves.next_id();
+        let queued = self.worker.as_ref().is_some_and(|worker| {
+            worker
+                .try_submit(MoveRequest {
+                    id,
+                    severity,
+                    strokes: count,
+                })
+                .is_ok()
+        });
+        if !queued {
+            return Some(received);
+        }
+        tracing::debug!(bonk_id = %received.bonk.id, count, %severity, "move queued");
+        self.moves.queued(
+            id,
+            PendingMove {
+                bonk_id: received.bonk.id,
+                received_at: received.received_at,
+                severity,
+                count,
+                namespace: received.namespace,
+                pod: received.bonk.pod,
+            },
+        );
+        None
+    }
+
+    /// The ack of a bonk that is not performed.
+    fn ack_now(&self, received: &Received, outcome: Outcome, detail: Option<String>) -> Ack {
+        Ack {
+            version: SCHEMA_VERSION,
+            bonk_id: received.bonk.id.clone(),
+            desk: self.config.desk.clone(),
+            outcome,
+            received_at: received.received_at,
+            finished_at: Utc::now(),
+            severity: Some(received.bonk.severity),
+            namespace: received.namespace.clone(),
+            pod: received.bonk.pod.clone(),
+            count: None,
+            detail,
+        }
     }
 
     fn rate_limit_detail(&self) -> String {

@@ -38,6 +38,7 @@ use tracing::Instrument;
 
 use crate::AppState;
 use crate::alertmanager::{NamespaceFallback, Notification, Plan, PlannedBonk};
+use crate::config::GatewayConfig;
 use crate::error::ApiError;
 use crate::fleet::Target;
 use crate::metrics::Metrics;
@@ -405,6 +406,29 @@ async fn publish_fresh(state: &AppState, fresh: &[&PlannedBonk]) -> Result<(), A
     }
 }
 
+/// A manual bonk request from the query string and the body (the body wins; an empty body is
+/// none).
+fn read_manual_bonk(
+    headers: &HeaderMap,
+    query: Result<Query<ManualBonkRequest>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<ManualBonkRequest, ApiError> {
+    let Query(from_query) = query?;
+    let body = body?;
+    let from_body = if body.iter().all(u8::is_ascii_whitespace) {
+        ManualBonkRequest::default()
+    } else if is_json(headers) {
+        Json::<ManualBonkRequest>::from_bytes(&body)?.0
+    } else {
+        return Err(ApiError::UnsupportedMediaType(
+            "send a JSON body with `Content-Type: application/json`, query parameters, or an \
+             empty body"
+                .to_owned(),
+        ));
+    };
+    Ok(from_body.or(from_query))
+}
+
 /// A manual bonk request, from the query string and/or a JSON body (the body wins).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -423,6 +447,58 @@ impl ManualBonkRequest {
             severity: self.severity.or(fallback.severity),
             message: self.message.or(fallback.message),
         }
+    }
+
+    /// The bonk this request asks for and where it goes: (topic, namespace, bonk), or what is
+    /// wrong with the request.
+    fn bonk(
+        &self,
+        settings: &GatewayConfig,
+    ) -> Result<(String, Option<Namespace>, Bonk), ApiError> {
+        let severity = match &self.severity {
+            Some(word) => Severity::parse_word(word).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "severity: unknown severity {word:?}; expected critical, warning or info"
+                ))
+            })?,
+            None => Severity::default(),
+        };
+        if self
+            .message
+            .as_ref()
+            .is_some_and(|message| message.len() > MAX_FIELD_LEN)
+        {
+            return Err(ApiError::BadRequest(format!(
+                "message: longer than {MAX_FIELD_LEN} bytes"
+            )));
+        }
+        let topics = &settings.topics;
+        let (topic, namespace) = match (&self.namespace, &self.desk) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::BadRequest(
+                    "give namespace or desk, not both".to_owned(),
+                ));
+            }
+            (None, Some(desk)) => {
+                let desk = DeskId::new(desk.as_str())
+                    .map_err(|e| ApiError::BadRequest(format!("desk: {e}")))?;
+                (topics.desk_bonk(&desk), None)
+            }
+            (Some(namespace), None) => {
+                let namespace = Namespace::new(namespace.as_str())
+                    .map_err(|e| ApiError::BadRequest(format!("namespace: {e}")))?;
+                (topics.namespace_bonk(&namespace), Some(namespace))
+            }
+            (None, None) => (
+                topics.namespace_bonk(&settings.default_namespace),
+                Some(settings.default_namespace.clone()),
+            ),
+        };
+        let mut bonk = Bonk::new(Source::Http, severity);
+        bonk.namespace = namespace.as_ref().map(|n| n.to_string());
+        bonk.summary = self.message.clone();
+        bonk.cluster = settings.cluster.as_ref().map(|c| c.to_string());
+        Ok((topic, namespace, bonk))
     }
 }
 
@@ -449,64 +525,9 @@ async fn manual_bonk_inner(
     query: Result<Query<ManualBonkRequest>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<ManualBonkReply, ApiError> {
-    let Query(from_query) = query?;
-    let body = body?;
-    let from_body = if body.iter().all(u8::is_ascii_whitespace) {
-        ManualBonkRequest::default()
-    } else if is_json(headers) {
-        Json::<ManualBonkRequest>::from_bytes(&body)?.0
-    } else {
-        return Err(ApiError::UnsupportedMediaType(
-            "send a JSON body with `Content-Type: application/json`, query parameters, or an \
-             empty body"
-                .to_owned(),
-        ));
-    };
-    let request = from_body.or(from_query);
-    let settings = state.settings();
-    let severity = match &request.severity {
-        Some(word) => Severity::parse_word(word).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "severity: unknown severity {word:?}; expected critical, warning or info"
-            ))
-        })?,
-        None => Severity::default(),
-    };
-    if request
-        .message
-        .as_ref()
-        .is_some_and(|message| message.len() > MAX_FIELD_LEN)
-    {
-        return Err(ApiError::BadRequest(format!(
-            "message: longer than {MAX_FIELD_LEN} bytes"
-        )));
-    }
-    let topics = &settings.topics;
-    let (topic, namespace) = match (&request.namespace, &request.desk) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::BadRequest(
-                "give namespace or desk, not both".to_owned(),
-            ));
-        }
-        (None, Some(desk)) => {
-            let desk = DeskId::new(desk.as_str())
-                .map_err(|e| ApiError::BadRequest(format!("desk: {e}")))?;
-            (topics.desk_bonk(&desk), None)
-        }
-        (Some(namespace), None) => {
-            let namespace = Namespace::new(namespace.as_str())
-                .map_err(|e| ApiError::BadRequest(format!("namespace: {e}")))?;
-            (topics.namespace_bonk(&namespace), Some(namespace))
-        }
-        (None, None) => (
-            topics.namespace_bonk(&settings.default_namespace),
-            Some(settings.default_namespace.clone()),
-        ),
-    };
-    let mut bonk = Bonk::new(Source::Http, severity);
-    bonk.namespace = namespace.as_ref().map(|n| n.to_string());
-    bonk.summary = request.message.clone();
-    bonk.cluster = settings.cluster.as_ref().map(|c| c.to_string());
+    let request = read_manual_bonk(headers, query, body)?;
+    let (topic, namespace, bonk) = request.bonk(state.settings())?;
+    let severity = bonk.severity;
     let id = bonk.id.clone();
     let span = tracing::info_span!("manual_bonk", bonk_id = %id, topic = %topic);
     let results = state

@@ -70,6 +70,27 @@ impl Browser {
             .unwrap_or_else(|e| panic!("{css} never appeared: {e}"));
     }
 
+    /// Clicks the element matching `css`. The page rebuilds a desk's row when the desk changes
+    /// (a health report), so an element found a moment before can be gone by the click: it is
+    /// found again, until the deadline.
+    async fn click(&self, css: &str) {
+        let deadline = tokio::time::Instant::now() + bonker_tests::DEADLINE;
+        loop {
+            let element = self
+                .client
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("{css} is not on the page: {e}"));
+            match element.click().await {
+                Ok(()) => return,
+                Err(e)
+                    if e.is_stale_element_reference() && tokio::time::Instant::now() < deadline => {
+                }
+                Err(e) => panic!("cannot click {css}: {e}"),
+            }
+        }
+    }
+
     async fn js(&self, script: &str) -> Value {
         self.client
             .execute(script, vec![])
@@ -272,13 +293,8 @@ async fn the_page_follows_the_fleet_live(kind: BrokerKind) {
     // Identify: bob's Tux wiggles (an info bonk on his desk topic), acked on MQTT.
     let mut bob_acks = Probe::connect(&url, &["bonker/desk/bob/ack"]).await;
     browser
-        .client
-        .find(Locator::Css("#desks tr[data-desk=\"bob\"] button.identify"))
-        .await
-        .expect("bob's identify button")
-        .click()
-        .await
-        .expect("click");
+        .click("#desks tr[data-desk=\"bob\"] button.identify")
+        .await;
     let ack = bob_acks.next().await.json();
     assert_eq!(
         (&ack["outcome"], &ack["severity"]),
@@ -466,15 +482,8 @@ async fn the_page_works_behind_basic_auth(kind: BrokerKind) {
     browser.wait_for("#conn.ok").await;
     let mut acks = Probe::connect(&url, &["bonker/desk/alice/ack"]).await;
     browser
-        .client
-        .find(Locator::Css(
-            "#desks tr[data-desk=\"alice\"] button.identify",
-        ))
-        .await
-        .expect("alice's identify button")
-        .click()
-        .await
-        .expect("click");
+        .click("#desks tr[data-desk=\"alice\"] button.identify")
+        .await;
     assert_eq!(acks.next().await.json()["severity"], "info");
     let log = browser.log().await;
     assert_eq!(errors(&log, |_| false), Vec::<String>::new(), "{log:?}");

@@ -602,63 +602,66 @@ impl MqttTask {
     }
 
     fn message(&mut self, publish: &Publish) {
-        let now = Utc::now();
-        let now_instant = std::time::Instant::now();
         let topic = publish.topic.as_str();
-        let payload = &publish.payload[..];
-        let route = self.topics.route(topic);
-        if let Some(Route::NamespaceBonk(_) | Route::DeskBonk(_)) = route {
-            if Bonk::clears_retained(payload) {
-                return;
+        match self.topics.route(topic) {
+            Some(Route::NamespaceBonk(namespace)) => {
+                self.bonk_seen(&publish.payload, Target::Namespace(namespace.to_string()));
             }
-            // Every bonk, so the desks' acks of it are kept, and every detector's, so alerts for
-            // a kill already bonked are merged into it.
-            let bonk = Bonk::parse_lenient(payload).bonk;
-            let target = match &route {
-                Some(Route::DeskBonk(desk)) => Target::Desk(desk.to_string()),
-                Some(Route::NamespaceBonk(namespace)) => Target::Namespace(namespace.to_string()),
-                _ => return,
-            };
-            lock(&self.fleet).record_bonk(&bonk, target, now);
-            if let Some(Route::NamespaceBonk(_)) = route {
-                let mut recall = crate::recall::lock(&self.recall);
-                recall.observe(&bonk, now_instant);
-                self.metrics.set_kills_remembered(recall.len().1);
+            Some(Route::DeskBonk(desk)) => {
+                self.bonk_seen(&publish.payload, Target::Desk(desk.to_string()));
             }
+            Some(route) => self.desk_message(route, publish),
+            None => tracing::debug!(topic, "ignoring a message on an unexpected topic"),
+        }
+    }
+
+    /// A bonk on the broker: every bonk, so the desks' acks of it are kept, and every detector's
+    /// namespace bonk, so alerts for a kill already bonked are merged into it.
+    fn bonk_seen(&mut self, payload: &[u8], target: Target) {
+        if Bonk::clears_retained(payload) {
             return;
         }
+        let bonk = Bonk::parse_lenient(payload).bonk;
+        let for_namespace = matches!(target, Target::Namespace(_));
+        lock(&self.fleet).record_bonk(&bonk, target, Utc::now());
+        if for_namespace {
+            let mut recall = crate::recall::lock(&self.recall);
+            recall.observe(&bonk, std::time::Instant::now());
+            self.metrics.set_kills_remembered(recall.len().1);
+        }
+    }
+
+    /// A desk's status, health report or ack, for the fleet view and the return hold.
+    fn desk_message(&mut self, route: Route, publish: &Publish) {
+        let now = Utc::now();
+        let payload = &publish.payload[..];
+        // Only a desk the return hold waits for can come back.
+        let live = !publish.retain && self.hold.is_holding();
         let mut returned = None;
         let mut fleet = lock(&self.fleet);
         let result = match route {
-            Some(Route::Status(desk)) => {
+            Route::Status(desk) => {
                 // Only a live `online` says the desk has subscribed again (an agent says it
                 // right after its SUBACK): a retained one is the broker replaying what it kept,
                 // which it may have kept while losing the desk's session.
-                if self.hold.is_holding()
-                    && !publish.retain
-                    && Status::parse(payload) == Some(Status::Online)
-                {
+                if live && Status::parse(payload) == Some(Status::Online) {
                     returned = Some(desk.to_string());
                 }
                 fleet.record_status(desk, payload, now)
             }
-            Some(Route::Health(desk)) => {
+            Route::Health(desk) => {
                 let result = fleet.record_health(desk.clone(), payload, now);
                 // A live health report proves the desk's connection is up and subscribed: an
                 // agent subscribes before it publishes anything new on a connection.
-                if self.hold.is_holding()
-                    && !publish.retain
-                    && result.is_ok()
-                    && !payload.is_empty()
-                {
+                if live && result.is_ok() && !payload.is_empty() {
                     returned = Some(desk.to_string());
                 }
                 result
             }
-            Some(Route::Ack(desk)) => {
+            Route::Ack(desk) => {
                 let name = desk.to_string();
                 fleet
-                    .record_ack(desk, payload, now, now_instant)
+                    .record_ack(desk, payload, now, std::time::Instant::now())
                     .map(|seen| {
                         self.metrics
                             .acks
@@ -674,7 +677,10 @@ impl MqttTask {
                     })
             }
             _ => {
-                tracing::debug!(topic, "ignoring a message on an unexpected topic");
+                tracing::debug!(
+                    topic = publish.topic,
+                    "ignoring a message on an unexpected topic"
+                );
                 Ok(())
             }
         };
@@ -687,7 +693,11 @@ impl MqttTask {
         drop(fleet);
         if let Err(ignored) = result {
             self.metrics.desk_message_ignored(ignored);
-            tracing::warn!(topic, reason = ignored.as_str(), "ignoring a desk message");
+            tracing::warn!(
+                topic = publish.topic,
+                reason = ignored.as_str(),
+                "ignoring a desk message"
+            );
         }
         // The last awaited desk is back: publish what waited.
         if let Some(desk) = returned

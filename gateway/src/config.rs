@@ -190,8 +190,9 @@ impl Default for DedupeSettings {
     }
 }
 
-/// The command line. Every flag is optional and overrides the config file and environment.
-#[derive(Debug, Clone, Default, clap::Parser)]
+/// The command line. Every flag is optional and overrides the config file and environment; the
+/// flags that map one-to-one onto keys are themselves the top config layer (unset ones skipped).
+#[derive(Debug, Clone, Default, clap::Parser, Serialize)]
 #[command(
     name = "bonker-gateway",
     version,
@@ -202,57 +203,50 @@ impl Default for DedupeSettings {
 pub struct Args {
     /// TOML configuration file (see gateway.example.toml)
     #[arg(long, value_name = "FILE", env = "BONKER_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// HTTP listen address [default: 0.0.0.0:9095] [env: BONKER_LISTEN]
     #[arg(long, value_name = "ADDR:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
     /// Topic prefix, e.g. bonker or bonker/prod-eu [default: bonker] [env: BONKER_PREFIX]
     #[arg(long, value_name = "PREFIX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     /// Namespace bonked for alerts without a usable namespace label [default: default]
     /// [env: BONKER_DEFAULT_NAMESPACE]
     #[arg(long, value_name = "NAMESPACE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub default_namespace: Option<String>,
     /// Cluster name copied into bonks whose alert has no cluster label [env: BONKER_CLUSTER]
     #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
     /// File holding the bearer token that /webhook, /bonk and /api/ require
     /// [env: BONKER_AUTH__BEARER_TOKEN_FILE]
     #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
     pub webhook_token_file: Option<PathBuf>,
     /// Run the bonker MQTT broker inside this process and connect to it (single-box setups)
     /// [env: BONKER_EMBEDDED_BROKER=true]
     #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub embedded_broker: bool,
     /// Where the embedded broker listens [default: 0.0.0.0:1883]
     /// [env: BONKER_EMBEDDED_BROKER_LISTEN]
     #[arg(long, value_name = "ADDR:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub embedded_broker_listen: Option<SocketAddr>,
     /// MQTT connection flags.
     #[command(flatten)]
+    #[serde(skip)]
     pub mqtt: MqttArgs,
     /// Ask the gateway running with this configuration whether it is ready (GET /readyz on its
     /// listen address) and exit 0 if so, 1 if not: a container healthcheck for images without
     /// a shell
     #[arg(long)]
+    #[serde(skip)]
     pub health_check: bool,
-}
-
-/// The flags that map one-to-one onto top-level keys, as a config layer.
-#[derive(Serialize)]
-struct FlagLayer {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    listen: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    prefix: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    default_namespace: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cluster: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    embedded_broker: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    embedded_broker_listen: Option<String>,
 }
 
 pub use bonker_client::config::ConfigError;
@@ -269,16 +263,8 @@ impl Args {
         &self,
         env: Option<HashMap<String, String>>,
     ) -> Result<GatewaySettings, ConfigError> {
-        let flags = FlagLayer {
-            listen: self.listen.map(|a| a.to_string()),
-            prefix: self.prefix.clone(),
-            default_namespace: self.default_namespace.clone(),
-            cluster: self.cluster.clone(),
-            embedded_broker: self.embedded_broker.then_some(true),
-            embedded_broker_listen: self.embedded_broker_listen.map(|a| a.to_string()),
-        };
         let mut config: GatewaySettings =
-            bonker_client::config::load_from_env(self.config.as_deref(), &[], &flags, env)?;
+            bonker_client::config::load_from_env(self.config.as_deref(), &[], self, env)?;
         // Applied after the layers because a flag naming a file must also clear the inline value
         // a lower layer may have set, which a merge cannot express.
         config.mqtt.apply_args(&self.mqtt);
@@ -553,6 +539,24 @@ mod tests {
     fn parse(args: &[&str]) -> Args {
         Args::try_parse_from(std::iter::once("bonker-gateway").chain(args.iter().copied()))
             .expect("flags parse")
+    }
+
+    #[test]
+    fn flags_are_the_top_layer_and_unset_ones_leave_the_others_alone() {
+        let unset = parse(&[]).load_with_env(env(&[("BONKER_EMBEDDED_BROKER", "true")]));
+        assert!(
+            unset.expect("loads").embedded_broker,
+            "an unset flag is skipped"
+        );
+        let config = parse(&[
+            "--embedded-broker",
+            "--embedded-broker-listen",
+            "127.0.0.1:2",
+        ])
+        .load_with_env(env(&[]))
+        .expect("loads");
+        assert!(config.embedded_broker);
+        assert_eq!(config.embedded_broker_listen.to_string(), "127.0.0.1:2");
     }
 
     #[test]

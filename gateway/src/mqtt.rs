@@ -15,8 +15,9 @@
 //! answers a webhook's waiter on the PUBACK of its bonk).
 //!
 //! rumqttc writes at most 100 publishes ahead of the broker's PUBACKs and its request channel is
-//! bounded, so the task hands a publish over only while fewer than [`HANDOVER_LIMIT`] are between
-//! `try_publish` and the wire; the rest wait in order in the task's own bounded queue. A
+//! bounded, so the task takes a publish from its command channel only while it is ready (connected,
+//! not holding for returning desks) and fewer than [`HANDOVER_LIMIT`] are between `try_publish` and
+//! the wire; the rest wait in order in the command channel, their senders with them. A
 //! notification with thousands of alerts is thus paced, not refused.
 //!
 //! # Reconnects
@@ -52,7 +53,7 @@
 //! while disconnected; a request that gives up meanwhile answers 503
 //! ([`PublishError::DesksReturning`]) and Alertmanager retries.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -77,9 +78,6 @@ const CLIENT_REQUEST_CAPACITY: usize = 1024;
 /// Most publishes handed to rumqttc and not yet written; leaves room in its channel for the
 /// subscriptions and the DISCONNECT.
 const HANDOVER_LIMIT: usize = CLIENT_REQUEST_CAPACITY - 24;
-/// Most publishes waiting in the task (disconnected, or rumqttc busy); beyond it they fail with
-/// [`PublishError::QueueFull`]. A 1 MiB notification holds at most a few thousand alerts.
-const MAX_WAITING: usize = 10_000;
 /// How long a clean DISCONNECT may take at shutdown.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -92,7 +90,7 @@ pub enum PublishError {
     /// The connection was lost before the PUBACK.
     #[error("the connection to the MQTT broker was lost before it acknowledged")]
     Disconnected,
-    /// Too many publishes are already waiting.
+    /// rumqttc's request queue was full.
     #[error("too many bonks are waiting for the MQTT broker")]
     QueueFull,
     /// The gateway is shutting down.
@@ -198,56 +196,25 @@ struct Waiter {
     reply: oneshot::Sender<Result<(), PublishError>>,
 }
 
-/// Publishes in flight, by stage.
+/// Publishes handed to rumqttc, waiting for their PUBACK.
 #[derive(Default)]
 struct Inflight {
-    /// Not handed to rumqttc yet (disconnected, or [`HANDOVER_LIMIT`] reached), in order.
-    waiting: VecDeque<PublishCommand>,
-    /// Handed to rumqttc, waiting for the PUBACK.
     acks: PubAcks<Waiter>,
 }
 
 impl Inflight {
-    /// Takes a new publish: hands it to rumqttc when it can go now, else queues it.
-    fn submit(
-        &mut self,
-        command: PublishCommand,
-        connected: bool,
-        client: &AsyncClient,
-        fleet: &Mutex<Fleet>,
-    ) {
-        // The HTTP request already gave up (and answered 503): publishing now would only surprise.
-        if command.reply.is_closed() {
-            return;
-        }
-        if connected && self.waiting.is_empty() && self.acks.unsent() < HANDOVER_LIMIT {
-            self.hand_over(command, client, fleet);
-            return;
-        }
-        if self.waiting.len() >= MAX_WAITING {
-            self.waiting.retain(|c| !c.reply.is_closed());
-        }
-        if self.waiting.len() >= MAX_WAITING {
-            let _ = command.reply.send(Err(PublishError::QueueFull));
-        } else {
-            self.waiting.push_back(command);
-        }
+    /// Room for another publish in rumqttc's request queue.
+    fn has_room(&self) -> bool {
+        self.acks.unsent() < HANDOVER_LIMIT
     }
 
-    /// Hands waiting publishes to rumqttc while there is room (call only while connected).
-    fn pump(&mut self, client: &AsyncClient, fleet: &Mutex<Fleet>) {
-        while self.acks.unsent() < HANDOVER_LIMIT {
-            let Some(command) = self.waiting.pop_front() else {
-                break;
-            };
-            if !command.reply.is_closed() {
-                self.hand_over(command, client, fleet);
-            }
-        }
-    }
-
+    /// Hands a publish to rumqttc (call only while ready and with room).
     fn hand_over(&mut self, command: PublishCommand, client: &AsyncClient, fleet: &Mutex<Fleet>) {
         let PublishCommand { outgoing, reply } = command;
+        // The HTTP request already gave up (and answered 503): publishing now would only surprise.
+        if reply.is_closed() {
+            return;
+        }
         let OutgoingBonk { topic, bonk } = outgoing;
         match client.try_publish(topic.clone(), QoS::AtLeastOnce, false, bonk.to_json()) {
             Ok(()) => {
@@ -273,13 +240,6 @@ impl Inflight {
     fn fail_sent(&mut self, error: PublishError) {
         for waiter in self.acks.take_all() {
             let _ = waiter.reply.send(Err(error));
-        }
-    }
-
-    fn fail_all(&mut self, error: PublishError) {
-        self.fail_sent(error);
-        for command in self.waiting.drain(..) {
-            let _ = command.reply.send(Err(error));
         }
     }
 }
@@ -353,22 +313,19 @@ impl ReturnHold {
         });
     }
 
-    /// A desk sent a live `online` or health report. True when that ended the hold.
-    fn desk_returned(&mut self, desk: &str) -> bool {
+    /// A desk sent a live `online` or health report; the last one awaited ends the hold.
+    fn desk_returned(&mut self, desk: &str) {
         let Some(hold) = &mut self.current else {
-            return false;
+            return;
         };
-        if !hold.awaited.remove(desk) {
-            return false;
+        if hold.awaited.remove(desk) {
+            self.metrics
+                .desks_awaited
+                .set(gauge_value(hold.awaited.len()));
+            if hold.awaited.is_empty() {
+                self.end();
+            }
         }
-        self.metrics
-            .desks_awaited
-            .set(gauge_value(hold.awaited.len()));
-        if hold.awaited.is_empty() {
-            self.end();
-            return true;
-        }
-        false
     }
 
     /// Ends the hold: every desk is back, or its deadline passed with some missing.
@@ -512,20 +469,17 @@ impl MqttTask {
         tokio::pin!(poll);
         loop {
             let hold_deadline = self.hold.deadline();
+            let ready = *self.connected.borrow() && !self.hold.is_holding();
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Step::Shutdown,
                 event = &mut poll => return Step::Event(event),
+                // Field by field: `poll` holds the link.
                 () = bonker_client::sleep_until(hold_deadline), if hold_deadline.is_some() => {
-                    // Field by field: `poll` holds the link.
                     self.hold.end();
-                    if *self.connected.borrow() {
-                        self.inflight.pump(&self.client, &self.fleet);
-                    }
                 }
-                Some(command) = self.commands.recv() => {
-                    let ready = *self.connected.borrow() && !self.hold.is_holding();
-                    self.inflight.submit(command, ready, &self.client, &self.fleet);
+                Some(command) = self.commands.recv(), if ready && self.inflight.has_room() => {
+                    self.inflight.hand_over(command, &self.client, &self.fleet);
                 }
             }
         }
@@ -548,7 +502,6 @@ impl MqttTask {
                 if !self.inflight.acks.written(pkid) {
                     tracing::debug!(pkid, "a publish went out that no request is waiting for");
                 }
-                self.inflight.pump(&self.client, &self.fleet);
             }
             LinkEvent::Disconnected { error, retry_in } => {
                 self.connection_lost(&error);
@@ -574,20 +527,12 @@ impl MqttTask {
         self.metrics.mqtt_connections.inc();
         tracing::info!(url = %self.url, session_present, "connected to the MQTT broker");
         self.hold.connected(&self.fleet);
-        if self.ready_to_publish() {
-            self.inflight.pump(&self.client, &self.fleet);
-        }
     }
 
     /// Says whether the task is connected: to readiness and to the metrics.
     fn set_connected(&self, connected: bool) {
         self.connected.send_replace(connected);
         self.metrics.mqtt_connected.set(i64::from(connected));
-    }
-
-    /// Connected and not holding bonks back for returning desks.
-    fn ready_to_publish(&self) -> bool {
-        *self.connected.borrow() && !self.hold.is_holding()
     }
 
     fn connection_lost(&mut self, error: &ConnectionError) {
@@ -699,17 +644,18 @@ impl MqttTask {
                 "ignoring a desk message"
             );
         }
-        // The last awaited desk is back: publish what waited.
-        if let Some(desk) = returned
-            && self.hold.desk_returned(&desk)
-            && self.ready_to_publish()
-        {
-            self.inflight.pump(&self.client, &self.fleet);
+        // The last awaited desk ends the hold; what waited is taken from the command channel.
+        if let Some(desk) = returned {
+            self.hold.desk_returned(&desk);
         }
     }
 
     async fn disconnect(mut self) {
-        self.inflight.fail_all(PublishError::Stopped);
+        self.inflight.fail_sent(PublishError::Stopped);
+        self.commands.close();
+        while let Ok(command) = self.commands.try_recv() {
+            let _ = command.reply.send(Err(PublishError::Stopped));
+        }
         if !*self.connected.borrow() {
             return;
         }

@@ -9,10 +9,9 @@ use std::process::ExitCode;
 
 use bonker_client::MqttArgs;
 use clap::Parser;
+use serde::Serialize;
 
-use crate::config::{
-    AgentConfig, ConfigError, FlagLayer, ServoDriver, ServoFlagLayer, load_settings,
-};
+use crate::config::{AgentConfig, ConfigError, ServoDriver, load_settings};
 use crate::servo;
 
 /// bonker's desk agent: bonks the toy Tux on this desk when a watched Kubernetes namespace has an
@@ -20,54 +19,66 @@ use crate::servo;
 ///
 /// Every flag can also be set in the config file (--config) or as a BONKER_… environment
 /// variable; flags win over the environment, which wins over the file.
-#[derive(Debug, Clone, Parser)]
+#[derive(Debug, Clone, Parser, Serialize)]
 #[command(name = "bonker-agent", version, about, long_about)]
 pub struct Args {
     /// This desk's name: letters, digits, '_' and '-' [env: BONKER_DESK]
     #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub desk: Option<String>,
 
     /// A Kubernetes namespace to watch; repeat for several, '+' for every namespace
     /// [env: BONKER_NAMESPACES=payments,checkout]
     #[arg(long = "namespace", value_name = "NAMESPACE")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
 
     /// Topic prefix; may hold '+' levels, e.g. bonker/+ for every cluster [default: bonker]
     /// [env: BONKER_PREFIX]
     #[arg(long, value_name = "PREFIX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
 
     /// Servo driver [default: simulated] [env: BONKER_SERVO__DRIVER]
     #[arg(long, value_enum, value_name = "DRIVER")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "servo_driver_layer"
+    )]
     pub servo: Option<ServoDriver>,
 
     /// TOML config file (see agent.example.toml)
     #[arg(long, env = "BONKER_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
 
     /// Clear this desk's retained Home Assistant discovery, last bonk, status and health topics
     /// and its persistent session on the broker, then exit. Stop the desk's agent first.
     #[arg(long)]
+    #[serde(skip)]
     pub forget: bool,
 
     #[command(flatten)]
+    #[serde(skip)]
     pub mqtt: MqttArgs,
 }
 
-impl Args {
-    /// The flags that override config layers.
-    pub fn overrides(&self) -> FlagLayer {
-        FlagLayer {
-            desk: self.desk.clone(),
-            namespaces: (!self.namespaces.is_empty()).then(|| self.namespaces.clone()),
-            prefix: self.prefix.clone(),
-            servo: self.servo.map(|driver| ServoFlagLayer { driver }),
-        }
-    }
+/// `--servo DRIVER` is the key `servo.driver`.
+fn servo_driver_layer<S: serde::Serializer>(
+    driver: &Option<ServoDriver>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut servo = serializer.serialize_map(Some(1))?;
+    servo.serialize_entry("driver", driver)?;
+    servo.end()
+}
 
-    /// Loads and validates the configuration these flags describe.
+impl Args {
+    /// Loads and validates the configuration these flags describe: the flags given are the top
+    /// layer.
     pub fn config(&self) -> Result<AgentConfig, ConfigError> {
-        let mut settings = load_settings(self.config.as_deref(), &self.overrides())?;
+        let mut settings = load_settings(self.config.as_deref(), self)?;
         settings.mqtt.apply_args(&self.mqtt);
         AgentConfig::from_settings(settings)
     }
@@ -149,9 +160,16 @@ mod tests {
         ])
         .expect("parses");
         assert_eq!(args.namespaces, ["payments", "checkout"]);
-        let overrides = args.overrides();
-        assert_eq!(overrides.desk.as_deref(), Some("alice"));
-        assert!(overrides.servo.is_none());
+        // The flags given are the top config layer; the others are left out of it.
+        assert_eq!(
+            serde_json::to_value(&args).expect("serialises"),
+            serde_json::json!({"desk": "alice", "namespaces": ["payments", "checkout"]})
+        );
+        let args = Args::try_parse_from(["bonker-agent", "--servo", "simulated"]).expect("parses");
+        assert_eq!(
+            serde_json::to_value(&args).expect("serialises"),
+            serde_json::json!({"servo": {"driver": "simulated"}})
+        );
     }
 
     #[test]

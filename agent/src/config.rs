@@ -582,34 +582,11 @@ pub fn default_client_id(desk: &DeskId) -> String {
     format!("bonker-agent-{desk}")
 }
 
-/// Flags that override the file and environment (unset ones are skipped).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct FlagLayer {
-    /// `--desk`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub desk: Option<String>,
-    /// `--namespace`, repeated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub namespaces: Option<Vec<String>>,
-    /// `--prefix`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
-    /// `--servo`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub servo: Option<ServoFlagLayer>,
-}
-
-/// The `[servo]` part of [`FlagLayer`].
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ServoFlagLayer {
-    /// `--servo`.
-    pub driver: ServoDriver,
-}
-
-/// Loads settings: defaults, then `file`, then `BONKER_…` variables, then `overrides`.
+/// Loads settings: defaults, then `file`, then `BONKER_…` variables, then `overrides` (the flags
+/// given, [`crate::cli::Args`]).
 pub fn load_settings(
     file: Option<&Path>,
-    overrides: &FlagLayer,
+    overrides: &impl Serialize,
 ) -> Result<AgentSettings, ConfigError> {
     bonker_client::config::load(file, LIST_KEYS, overrides)
 }
@@ -627,9 +604,18 @@ mod tests {
         }
     }
 
+    fn flags(given: &[&str]) -> crate::cli::Args {
+        use clap::Parser as _;
+        crate::cli::Args::parse_from(std::iter::once("bonker-agent").chain(given.iter().copied()))
+    }
+
+    fn no_flags() -> crate::cli::Args {
+        flags(&[])
+    }
+
     fn load_with_env(
         file: Option<&Path>,
-        overrides: &FlagLayer,
+        overrides: &crate::cli::Args,
         env: &[(&str, &str)],
     ) -> Result<AgentSettings, ConfigError> {
         let env: HashMap<String, String> = env
@@ -642,7 +628,7 @@ mod tests {
     #[test]
     fn the_example_config_parses_and_validates() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("agent.example.toml");
-        let settings = load_with_env(Some(&path), &FlagLayer::default(), &[]).expect("loads");
+        let settings = load_with_env(Some(&path), &no_flags(), &[]).expect("loads");
         let config = AgentConfig::from_settings(settings).expect("valid");
         assert_eq!(config.desk.as_str(), "alice");
         assert_eq!(config.watch.names(), ["payments", "checkout"]);
@@ -653,17 +639,20 @@ mod tests {
     #[test]
     fn the_pi_example_config_parses_and_validates() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/pi/agent.toml");
-        let settings = load_with_env(Some(&path), &FlagLayer::default(), &[]).expect("loads");
+        let settings = load_with_env(Some(&path), &no_flags(), &[]).expect("loads");
         AgentConfig::from_settings(settings).expect("valid");
     }
 
     #[test]
     fn flags_work_without_a_file_and_override_the_environment() {
-        let overrides = FlagLayer {
-            desk: Some("alice".into()),
-            namespaces: Some(vec!["payments".into(), "checkout".into()]),
-            ..FlagLayer::default()
-        };
+        let overrides = flags(&[
+            "--desk",
+            "alice",
+            "--namespace",
+            "payments",
+            "--namespace",
+            "checkout",
+        ]);
         let settings = load_with_env(
             None,
             &overrides,
@@ -679,7 +668,7 @@ mod tests {
     fn environment_lists_and_sections_are_read() {
         let settings = load_with_env(
             None,
-            &FlagLayer::default(),
+            &no_flags(),
             &[
                 ("BONKER_DESK", "bob"),
                 ("BONKER_NAMESPACES", "payments,checkout"),
@@ -698,7 +687,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, "desk = \"a\"\n[servo]\nstrike = 1900\n").expect("write");
-        let error = load_with_env(Some(&path), &FlagLayer::default(), &[])
+        let error = load_with_env(Some(&path), &no_flags(), &[])
             .expect_err("typo")
             .to_string();
         assert!(error.contains("strike"), "{error}");

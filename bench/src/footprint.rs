@@ -232,7 +232,7 @@ mod tests {
         std::fs::write(&path, agent_config("mqtt://127.0.0.1:1883")).expect("write");
         let settings = bonker_agent::config::load_settings(
             Some(&path),
-            &bonker_agent::config::FlagLayer::default(),
+            &<bonker_agent::cli::Args as clap::Parser>::parse_from(["bonker-agent"]),
         )
         .expect("loads");
         let config = bonker_agent::AgentConfig::from_settings(settings).expect("valid");

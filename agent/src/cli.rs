@@ -80,7 +80,7 @@ impl Args {
     pub fn config(&self) -> Result<AgentConfig, ConfigError> {
         let mut settings = load_settings(self.config.as_deref(), self)?;
         settings.mqtt.apply_args(&self.mqtt);
-        AgentConfig::from_settings(settings)
+        settings.validate()
     }
 }
 

@@ -463,9 +463,11 @@ pub struct AgentConfig {
     pub mqtt: MqttSettings,
 }
 
-impl AgentConfig {
-    /// Validates `settings`, naming the key of the first problem found.
-    pub fn from_settings(settings: AgentSettings) -> Result<AgentConfig, ConfigError> {
+impl AgentSettings {
+    /// Validates these settings into what the agent runs on, naming the key of the first problem
+    /// found.
+    pub fn validate(self) -> Result<AgentConfig, ConfigError> {
+        let settings = self;
         let desk = match settings.desk.as_deref().map(str::trim) {
             None | Some("") => {
                 return Err(invalid(
@@ -547,7 +549,9 @@ impl AgentConfig {
             mqtt: settings.mqtt,
         })
     }
+}
 
+impl AgentConfig {
     /// The MQTT client id: `mqtt.client_id` when set, else `bonker-agent-<desk>`. It must stay the
     /// same across restarts so the broker resumes the desk's persistent session.
     pub fn client_id(&self) -> String {
@@ -629,7 +633,7 @@ mod tests {
     fn the_example_config_parses_and_validates() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("agent.example.toml");
         let settings = load_with_env(Some(&path), &no_flags(), &[]).expect("loads");
-        let config = AgentConfig::from_settings(settings).expect("valid");
+        let config = settings.validate().expect("valid");
         assert_eq!(config.desk.as_str(), "alice");
         assert_eq!(config.watch.names(), ["payments", "checkout"]);
         assert_eq!(config.servo.driver, ServoDriver::Pwm);
@@ -640,7 +644,7 @@ mod tests {
     fn the_pi_example_config_parses_and_validates() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/pi/agent.toml");
         let settings = load_with_env(Some(&path), &no_flags(), &[]).expect("loads");
-        AgentConfig::from_settings(settings).expect("valid");
+        settings.validate().expect("valid");
     }
 
     #[test]
@@ -659,7 +663,7 @@ mod tests {
             &[("BONKER_NAMESPACES", "a,b,c"), ("BONKER_MAX_AGE_S", "60")],
         )
         .expect("loads");
-        let config = AgentConfig::from_settings(settings).expect("valid");
+        let config = settings.validate().expect("valid");
         assert_eq!(config.watch.names(), ["payments", "checkout"]);
         assert_eq!(config.max_age, Some(Duration::from_secs(60)));
     }
@@ -695,11 +699,13 @@ mod tests {
 
     #[test]
     fn a_desk_is_required_and_validated() {
-        let error = AgentConfig::from_settings(AgentSettings::default())
+        let error = AgentSettings::default()
+            .validate()
             .expect_err("no desk")
             .to_string();
         assert!(error.contains("--desk"), "{error}");
-        let error = AgentConfig::from_settings(settings("al ice"))
+        let error = settings("al ice")
+            .validate()
             .expect_err("bad desk")
             .to_string();
         assert!(error.contains("desk"), "{error}");
@@ -709,9 +715,9 @@ mod tests {
     fn namespaces_are_validated_and_plus_means_every() {
         let mut s = settings("a");
         s.namespaces = vec!["Payments".into()];
-        assert!(AgentConfig::from_settings(s.clone()).is_err());
+        assert!(s.clone().validate().is_err());
         s.namespaces = vec!["payments".into(), "+".into()];
-        let config = AgentConfig::from_settings(s).expect("valid");
+        let config = s.validate().expect("valid");
         assert_eq!(config.watch, Watch::Every);
         assert_eq!(config.subscriptions()[0], "bonker/bonk/+");
     }
@@ -722,7 +728,7 @@ mod tests {
         s.namespaces = (0..MAX_NAMESPACES)
             .map(|n| format!("{}-{n:03}", "n".repeat(59)))
             .collect();
-        let config = AgentConfig::from_settings(s.clone()).expect("a hundred is fine");
+        let config = s.clone().validate().expect("a hundred is fine");
         let health = bonker_protocol::Health {
             version: bonker_protocol::SCHEMA_VERSION,
             desk: config.desk.clone(),
@@ -744,7 +750,7 @@ mod tests {
         };
         assert!(health.to_json().len() <= bonker_protocol::desk::MAX_HEALTH_BYTES);
         s.namespaces.push("one-more".into());
-        let error = AgentConfig::from_settings(s).expect_err("too many");
+        let error = s.validate().expect_err("too many");
         assert!(error.to_string().contains("at most 100"), "{error}");
     }
 
@@ -753,7 +759,7 @@ mod tests {
         let mut s = settings("alice");
         s.prefix = "bonker/+".into();
         s.namespaces = vec!["payments".into()];
-        let config = AgentConfig::from_settings(s.clone()).expect("valid");
+        let config = s.clone().validate().expect("valid");
         assert_eq!(
             config.subscriptions(),
             [
@@ -763,12 +769,14 @@ mod tests {
             ]
         );
         s.prefix = "+/bonker".into();
-        let error = AgentConfig::from_settings(s.clone())
+        let error = s
+            .clone()
+            .validate()
             .expect_err("needs desk_prefix")
             .to_string();
         assert!(error.contains("desk_prefix"), "{error}");
         s.desk_prefix = Some("desks".into());
-        let config = AgentConfig::from_settings(s).expect("valid");
+        let config = s.validate().expect("valid");
         assert_eq!(
             config.topics.desk_bonk(&config.desk),
             "desks/desk/alice/bonk"
@@ -801,7 +809,7 @@ mod tests {
         for (key, mutate) in cases {
             let mut s = settings("a");
             mutate(&mut s.servo);
-            let error = AgentConfig::from_settings(s).expect_err(key).to_string();
+            let error = s.validate().expect_err(key).to_string();
             assert!(error.contains(key), "{key}: {error}");
         }
     }
@@ -810,16 +818,11 @@ mod tests {
     fn bad_mqtt_and_discovery_settings_are_rejected() {
         let mut s = settings("a");
         s.mqtt.url = "http://x".into();
-        assert!(
-            AgentConfig::from_settings(s)
-                .expect_err("url")
-                .to_string()
-                .contains("mqtt")
-        );
+        assert!(s.validate().expect_err("url").to_string().contains("mqtt"));
         let mut s = settings("a");
         s.homeassistant.discovery_prefix = "home/+".into();
         assert!(
-            AgentConfig::from_settings(s)
+            s.validate()
                 .expect_err("prefix")
                 .to_string()
                 .contains("homeassistant.discovery_prefix")
@@ -828,13 +831,10 @@ mod tests {
 
     #[test]
     fn client_id_defaults_to_the_desk() {
-        let config = AgentConfig::from_settings(settings("alice")).expect("valid");
+        let config = settings("alice").validate().expect("valid");
         assert_eq!(config.client_id(), "bonker-agent-alice");
         let mut s = settings("alice");
         s.mqtt.client_id = Some("custom".into());
-        assert_eq!(
-            AgentConfig::from_settings(s).expect("valid").client_id(),
-            "custom"
-        );
+        assert_eq!(s.validate().expect("valid").client_id(), "custom");
     }
 }

@@ -53,7 +53,8 @@ pub fn bench_desk_config(
         ..AgentSettings::default()
     };
     settings.homeassistant.enabled = homeassistant;
-    let mut config = AgentConfig::from_settings(settings)
+    let mut config = settings
+        .validate()
         .with_context(|| format!("agent settings for desk {desk}"))?;
     config.servo.stroke = Duration::ZERO;
     Ok(config)

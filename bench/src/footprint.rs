@@ -235,7 +235,7 @@ mod tests {
             &<bonker_agent::cli::Args as clap::Parser>::parse_from(["bonker-agent"]),
         )
         .expect("loads");
-        let config = bonker_agent::AgentConfig::from_settings(settings).expect("valid");
+        let config = settings.validate().expect("valid");
         assert_eq!(config.servo.stroke, Duration::from_millis(10));
         assert_eq!(config.rate_max_bonks, 1000);
     }

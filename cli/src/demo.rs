@@ -12,7 +12,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use bonker_agent::AgentConfig;
 use bonker_client::MqttSettings;
 use bonker_protocol::{Ack, Bonk, BonkId, Outcome, Route, Severity, Topics};
 use chrono::Local;
@@ -105,7 +104,7 @@ pub(crate) async fn run(ports: Ports) -> Result<()> {
             },
             ..Default::default()
         };
-        let config = AgentConfig::from_settings(settings)?;
+        let config = settings.validate()?;
         let servo = bonker_agent::servo::open(&config.servo)?;
         let stop = stopped();
         tasks.spawn(async move { bonker_agent::run(config, servo, stop).await });

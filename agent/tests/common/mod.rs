@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use bonker_agent::config::{AgentConfig, AgentSettings};
+use bonker_agent::config::AgentSettings;
 use bonker_agent::servo::simulated::{PulseRecord, PulseRecorder, SimulatedServo};
 use bonker_tests::{Message, Probe, ProbeOptions};
 use serde_json::{Value, json};
@@ -87,7 +87,7 @@ impl TestDesk {
         recorder: PulseRecorder,
         watcher: ProbeOptions,
     ) -> TestDesk {
-        let config = AgentConfig::from_settings(settings).expect("valid test settings");
+        let config = settings.validate().expect("valid test settings");
         let desk = config.desk.to_string();
         let status = config.topics.desk_status(&config.desk);
         let mut watcher = probe_with(&config.mqtt.url, &[&status], watcher).await;

@@ -168,16 +168,7 @@ impl Watcher {
 
     /// Runs until `shutdown` is cancelled, then drains the publish queue.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        if self.directory.has_api() {
-            match self.directory.refresh().await {
-                Ok(pods) => {
-                    tracing::info!(pods, node = %self.config.node_name, "listed this node's pods")
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot list this node's pods yet; will retry on the first kill")
-                }
-            }
-        }
+        self.list_pods().await;
         // The counters' baseline comes first, so kills found later in the kernel log's history
         // are known to be included in it.
         self.baseline_us = kmsg::monotonic_now_us();
@@ -189,7 +180,40 @@ impl Watcher {
                 Err(error) => tracing::warn!(%error, "cannot read the memory cgroup counters"),
             }
         }
-        let mut log = match KernelLog::open(&self.config.kmsg) {
+        let log = self.open_kernel_log();
+        if log.is_none() && self.hierarchy.is_none() {
+            anyhow::bail!(
+                "neither the kernel log ({}) nor the memory cgroup counters (under {}) can be read: nothing to watch",
+                self.config.kmsg.display(),
+                self.config.cgroup_root.display()
+            );
+        }
+        let result = self.watch(log, &shutdown).await;
+        self.publisher.shutdown().await;
+        while let Ok(seq) = self.confirmations.try_recv() {
+            self.progress.confirmed(seq);
+        }
+        result
+    }
+
+    /// Lists this node's pods, so the first kill is named at once.
+    async fn list_pods(&mut self) {
+        if !self.directory.has_api() {
+            return;
+        }
+        match self.directory.refresh().await {
+            Ok(pods) => {
+                tracing::info!(pods, node = %self.config.node_name, "listed this node's pods")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot list this node's pods yet; will retry on the first kill")
+            }
+        }
+    }
+
+    /// The kernel log, or `None` when it cannot be read (the counters alone then).
+    fn open_kernel_log(&mut self) -> Option<KernelLog> {
+        match KernelLog::open(&self.config.kmsg) {
             Ok(log) => {
                 self.kernel_log_open = true;
                 self.metrics.kernel_log_readable.set(1);
@@ -207,14 +231,15 @@ impl Watcher {
                 );
                 None
             }
-        };
-        if log.is_none() && self.hierarchy.is_none() {
-            anyhow::bail!(
-                "neither the kernel log ({}) nor the memory cgroup counters (under {}) can be read: nothing to watch",
-                self.config.kmsg.display(),
-                self.config.cgroup_root.display()
-            );
         }
+    }
+
+    /// Follows the kernel log and the counters until `shutdown`, or until neither can be read.
+    async fn watch(
+        &mut self,
+        mut log: Option<KernelLog>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
         let scan_interval = self
             .config
             .cgroup_scan_interval
@@ -224,7 +249,7 @@ impl Watcher {
         scan.tick().await;
         let scanning = self.hierarchy.is_some();
 
-        let result = loop {
+        loop {
             let summary_deadline = self.summary_deadline;
             // Biased: kernel log records already read are handled before the next counter
             // reading, so a reading rarely sees a kill whose line is waiting in the queue.
@@ -252,12 +277,7 @@ impl Watcher {
                 _ = scan.tick(), if scanning => self.scan().await,
                 Some(seq) = self.confirmations.recv() => self.progress.confirmed(seq),
             }
-        };
-        self.publisher.shutdown().await;
-        while let Ok(seq) = self.confirmations.try_recv() {
-            self.progress.confirmed(seq);
         }
-        result
     }
 
     async fn handle_read(&mut self, read: KmsgRead) {

@@ -39,24 +39,11 @@ pub(crate) struct Ports {
 /// Runs the demo until ctrl-c or SIGTERM.
 pub(crate) async fn run(ports: Ports) -> Result<()> {
     let broker_addr = SocketAddr::new(ports.address, ports.mqtt);
-    let broker = tokio::task::spawn_blocking(move || {
-        bonker_broker::EmbeddedBroker::start(bonker_broker::BrokerSettings {
-            listen: broker_addr,
-            ..Default::default()
-        })
-    })
-    .await?
-    .with_context(|| {
-        format!(
-            "cannot start the MQTT broker on {broker_addr} (pick another port with --mqtt-port)"
-        )
-    })?;
-    let mqtt_url = broker.url();
+    let broker = start_broker(broker_addr).await?;
     let mqtt = MqttSettings {
-        url: mqtt_url.clone(),
+        url: broker.url(),
         ..MqttSettings::default()
     };
-
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut stop = stop_rx.clone();
@@ -65,14 +52,7 @@ pub(crate) async fn run(ports: Ports) -> Result<()> {
         }
     };
     let mut tasks = JoinSet::new();
-
-    // The gateway.
-    let http_addr = SocketAddr::new(ports.address, ports.http);
-    let listener = tokio::net::TcpListener::bind(http_addr)
-        .await
-        .with_context(|| {
-            format!("cannot listen on {http_addr} (pick another port with --http-port)")
-        })?;
+    let listener = listen(SocketAddr::new(ports.address, ports.http)).await?;
     let http_addr = listener.local_addr()?;
     let gateway = bonker_gateway::GatewaySettings {
         listen: http_addr,
@@ -92,35 +72,68 @@ pub(crate) async fn run(ports: Ports) -> Result<()> {
         topics.all_statuses(),
     ])
     .await?;
-
-    // The desks.
     for (desk, namespace) in DESKS {
-        let settings = bonker_agent::AgentSettings {
+        let config = bonker_agent::AgentSettings {
             desk: Some(desk.to_owned()),
             namespaces: vec![namespace.to_owned()],
-            mqtt: MqttSettings {
-                url: mqtt_url.clone(),
-                ..MqttSettings::default()
-            },
+            mqtt: mqtt.clone(),
             ..Default::default()
-        };
-        let config = settings.validate()?;
+        }
+        .validate()?;
         let servo = bonker_agent::servo::open(&config.servo)?;
         let stop = stopped();
         tasks.spawn(async move { bonker_agent::run(config, servo, stop).await });
     }
+    print_welcome(&mqtt.url, broker_addr.port(), http_addr)?;
+    follow(&topics, &mut view, &mut tasks).await?;
+    println!("stopping: desks park their arms and say offline…");
+    let _ = stop_tx.send(true);
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    view.disconnect().await;
+    drop(broker);
+    println!("bye");
+    Ok(())
+}
 
-    print_welcome(&mqtt_url, broker_addr.port(), http_addr)?;
+/// The embedded broker on `addr`.
+async fn start_broker(addr: SocketAddr) -> Result<bonker_broker::EmbeddedBroker> {
+    tokio::task::spawn_blocking(move || {
+        bonker_broker::EmbeddedBroker::start(bonker_broker::BrokerSettings {
+            listen: addr,
+            ..Default::default()
+        })
+    })
+    .await?
+    .with_context(|| {
+        format!("cannot start the MQTT broker on {addr} (pick another port with --mqtt-port)")
+    })
+}
 
+/// The gateway's listener.
+async fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (pick another port with --http-port)"))
+}
+
+/// Prints what happens in the fleet until ctrl-c or SIGTERM; an error when a part of the fleet
+/// stops on its own.
+async fn follow(
+    topics: &Topics,
+    view: &mut Session,
+    tasks: &mut JoinSet<Result<()>>,
+) -> Result<()> {
     let mut bonks: HashMap<BonkId, Bonk> = HashMap::new();
     loop {
         tokio::select! {
             message = view.next() => {
-                if let Some(line) = describe(&topics, &message?, &mut bonks) {
+                if let Some(line) = describe(topics, &message?, &mut bonks) {
                     terminal::print_line(&line);
                 }
             }
-            () = bonker_client::shutdown_signal() => break,
+            () = bonker_client::shutdown_signal() => return Ok(()),
             Some(result) = tasks.join_next() => {
                 // A part of the fleet stopped on its own: say why and stop the rest.
                 result??;
@@ -128,14 +141,6 @@ pub(crate) async fn run(ports: Ports) -> Result<()> {
             }
         }
     }
-    println!("stopping: desks park their arms and say offline…");
-    let _ = stop_tx.send(true);
-    while let Some(result) = tasks.join_next().await {
-        result??;
-    }
-    view.disconnect().await;
-    println!("bye");
-    Ok(())
 }
 
 /// Where the example payload can be read from: the repository's file when running from a

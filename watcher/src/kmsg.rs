@@ -252,9 +252,10 @@ pub struct Progress {
     /// The run started from a resume point of this boot (a restart, not a reboot or a first
     /// start).
     resumed: bool,
-    /// Records whose bonk is queued or sent but not yet acknowledged: the resume point stays
-    /// before the oldest, so a restart reads them again.
-    unconfirmed: std::collections::BTreeSet<u64>,
+    /// Reports (by their first record) whose kill is being handled (waiting for a counter
+    /// reading, say) or whose bonk is queued or sent but not yet acknowledged, with how many:
+    /// the resume point stays before the oldest, so a restart reads the whole report again.
+    open: std::collections::BTreeMap<u64, usize>,
     /// The oldest record whose bonk was dropped (queue full): the resume point stays before it
     /// for the rest of this run, so a restart tries it again.
     dropped: Option<u64>,
@@ -271,7 +272,7 @@ impl Progress {
             state_file,
             point,
             resumed,
-            unconfirmed: std::collections::BTreeSet::new(),
+            open: std::collections::BTreeMap::new(),
             dropped: None,
             latest: None,
         }
@@ -299,26 +300,42 @@ impl Progress {
             .is_some_and(|point| point.already_handled(&self.boot_id, seq))
     }
 
-    /// The bonk of record `seq` was queued for the broker (`queued`), or dropped.
-    pub fn bonk_queued(&mut self, seq: u64, queued: bool) {
+    /// A kill of the report that starts at record `first_seq` is being handled: the resume
+    /// point stays before the report until [`Progress::closed`].
+    pub fn opened(&mut self, first_seq: u64) {
+        *self.open.entry(first_seq).or_default() += 1;
+    }
+
+    /// What [`Progress::opened`] opened is done with.
+    pub fn closed(&mut self, first_seq: u64) {
+        if let Some(count) = self.open.get_mut(&first_seq) {
+            *count -= 1;
+            if *count == 0 {
+                self.open.remove(&first_seq);
+            }
+        }
+        self.advance();
+    }
+
+    /// The bonk of the report that starts at `first_seq` was queued for the broker (`queued`;
+    /// it stays open until [`Progress::confirmed`]), or dropped.
+    pub fn bonk_queued(&mut self, first_seq: u64, queued: bool) {
         if queued {
-            self.unconfirmed.insert(seq);
-        } else if self.dropped.is_none() {
-            self.dropped = Some(seq);
+            self.opened(first_seq);
+        } else if self.dropped.is_none_or(|dropped| first_seq < dropped) {
+            self.dropped = Some(first_seq);
         }
     }
 
-    /// The kill of record `seq` is reported (or needs no report); its bonk, if any, may still
-    /// wait for the broker.
+    /// Record `seq` is handled; a kill's bonk, if any, may still wait for the broker.
     pub fn handled(&mut self, seq: u64) {
         self.latest = Some(self.latest.map_or(seq, |latest| latest.max(seq)));
         self.advance();
     }
 
-    /// The broker acknowledged the bonk of record `seq`.
-    pub fn confirmed(&mut self, seq: u64) {
-        self.unconfirmed.remove(&seq);
-        self.advance();
+    /// The broker acknowledged the bonk of the report that starts at `first_seq`.
+    pub fn confirmed(&mut self, first_seq: u64) {
+        self.closed(first_seq);
     }
 
     /// Moves the resume point to the newest record before which every kill is reported and every
@@ -328,8 +345,9 @@ impl Progress {
             return;
         };
         let oldest_open = self
-            .unconfirmed
-            .first()
+            .open
+            .keys()
+            .next()
             .copied()
             .into_iter()
             .chain(self.dropped)

@@ -81,6 +81,7 @@ mod tests {
     fn kill(constraint: Option<&str>, oom_memcg: Option<&str>, global: bool) -> KernelKill {
         KernelKill {
             seq: 1,
+            first_seq: 1,
             timestamp_us: 1,
             pid: 1,
             process: "x".into(),

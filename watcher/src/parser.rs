@@ -439,6 +439,9 @@ pub struct KernelKill {
     /// Sequence number of the record that completed the kill (the kill line, or the summary
     /// when the kill line never came).
     pub seq: u64,
+    /// Sequence number of the report's first record (its header, or its summary, or the kill line
+    /// itself): reading again from there assembles the same kill, cgroups included.
+    pub first_seq: u64,
     /// Kernel timestamp of that record, in microseconds since boot.
     pub timestamp_us: u64,
     /// The killed process's pid.
@@ -484,6 +487,8 @@ const MAX_TASKS: usize = 65_536;
 /// the report's victim is assembled.
 #[derive(Debug, Clone, Default)]
 struct ReportHeader {
+    /// The header's record.
+    seq: u64,
     /// The invoking thread's name.
     invoker: String,
     /// The invoking thread's id, from the stack dump.
@@ -561,6 +566,8 @@ pub enum Assembled {
 struct PendingSummary {
     summary: OomSummary,
     seq: u64,
+    /// The report's first record: its header's, else the summary's.
+    first_seq: u64,
     timestamp_us: u64,
 }
 
@@ -580,6 +587,8 @@ pub struct OomAssembler {
     /// The last victim's constraint and limit cgroup, for the `memory.oom.group` kills that
     /// follow it: the same OOM, the same limit.
     victim_limit: Option<(Option<String>, Option<String>)>,
+    /// The last victim's report's first record: the group kills that follow are in that report.
+    victim_first_seq: Option<u64>,
 }
 
 impl OomAssembler {
@@ -606,6 +615,7 @@ impl OomAssembler {
                 self.group = None;
                 self.victim_limit = None;
                 self.header = Some(ReportHeader {
+                    seq,
                     invoker: process,
                     ..ReportHeader::default()
                 });
@@ -641,9 +651,11 @@ impl OomAssembler {
                 out.extend(self.flush());
                 self.group = None;
                 self.victim_limit = None;
+                let first_seq = self.header.as_ref().map_or(seq, |h| h.seq);
                 self.summary = Some(PendingSummary {
                     summary,
                     seq,
+                    first_seq,
                     timestamp_us,
                 });
             }
@@ -665,6 +677,7 @@ impl OomAssembler {
                     .is_some_and(|c| c.starts_with("Out of memory"));
                 let mut kill = KernelKill {
                     seq,
+                    first_seq: seq,
                     timestamp_us,
                     pid: killed.pid,
                     process: killed.name,
@@ -678,6 +691,8 @@ impl OomAssembler {
                     memcg_is_ancestor: false,
                 };
                 if let Some(pending) = self.summary.take() {
+                    kill.first_seq = pending.first_seq;
+                    self.victim_first_seq = Some(pending.first_seq);
                     // Before 5.2 the kernel could kill a child of the chosen task
                     // ("sacrifice child"): the summary's pid then differs, its cgroups still hold.
                     kill.task_memcg = pending.summary.task_memcg;
@@ -690,6 +705,7 @@ impl OomAssembler {
                         .take()
                         .and_then(|h| h.trigger(kill.pid, &kill.process));
                 } else if let Some(group) = &self.group {
+                    kill.first_seq = self.victim_first_seq.unwrap_or(seq);
                     kill.task_memcg = Some(group.clone());
                     if let Some((constraint, oom_memcg)) = &self.victim_limit {
                         kill.constraint.clone_from(constraint);
@@ -705,10 +721,10 @@ impl OomAssembler {
                     // A header without a summary: a kernel before 4.19. A kill line alone (its
                     // header rate-limited away) finds no header: the previous report's was
                     // taken by its own victim.
-                    kill.trigger = self
-                        .header
-                        .take()
-                        .and_then(|h| h.trigger(kill.pid, &kill.process));
+                    let header = self.header.take();
+                    kill.first_seq = header.as_ref().map_or(seq, |h| h.seq);
+                    self.victim_first_seq = Some(kill.first_seq);
+                    kill.trigger = header.and_then(|h| h.trigger(kill.pid, &kill.process));
                 }
                 out.push(Assembled::Kill(kill));
             }
@@ -725,6 +741,7 @@ impl OomAssembler {
             .and_then(|h| h.trigger(pending.summary.pid, &pending.summary.task));
         Some(Assembled::Kill(KernelKill {
             seq: pending.seq,
+            first_seq: pending.first_seq,
             timestamp_us: pending.timestamp_us,
             pid: pending.summary.pid,
             process: pending.summary.task,

@@ -52,7 +52,8 @@ pub(crate) const REASON: &str = "OOMKilled";
 #[derive(Debug, Clone)]
 struct KillReport {
     id: BonkId,
-    /// The kernel log record it was read from (none for the counters' kills).
+    /// The first record of the kernel log report it was read from (none for the counters'
+    /// kills): the broker's acknowledgement of its bonk is reported back with it.
     seq: Option<u64>,
     process: Option<String>,
     pid: Option<u32>,
@@ -338,6 +339,9 @@ impl Watcher {
             self.progress.handled(kill.seq);
             return;
         }
+        // Until it is reported (a counter reading may be awaited first), a restart reads its
+        // whole report again.
+        self.progress.opened(kill.first_seq);
         let before_baseline = kill.timestamp_us < self.baseline_us;
         if let Some(path) = &kill.task_memcg
             && !before_baseline
@@ -375,7 +379,7 @@ impl Watcher {
 
     async fn report_kernel_kill(&mut self, kill: KernelKill, history: bool) {
         let fired_at = kmsg::wall_time_of(kill.timestamp_us, kmsg::monotonic_now_us(), Utc::now());
-        let seq = kill.seq;
+        let (seq, first_seq) = (kill.seq, kill.first_seq);
         let limit = limit::of_kernel_kill(&kill);
         let limit_reported = kill.constraint.is_some() || kill.oom_memcg.is_some() || kill.global;
         let report = KillReport {
@@ -385,7 +389,7 @@ impl Watcher {
                 self.progress.boot_id(),
                 &seq.to_string(),
             ]),
-            seq: Some(seq),
+            seq: Some(first_seq),
             process: Some(kill.process),
             pid: Some(kill.pid),
             cgroup: kill.task_memcg,
@@ -404,6 +408,7 @@ impl Watcher {
         };
         self.report(report).await;
         self.progress.handled(seq);
+        self.progress.closed(first_seq);
     }
 
     async fn scan(&mut self) {

@@ -28,6 +28,18 @@ async fn kill_seen_by(directory: &std::path::Path, watcher: &mut WatcherUnderTes
     pid
 }
 
+/// Waits until the watcher has saved a resume point other than `before`.
+async fn resume_point_moves(state_file: &std::path::Path, before: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while std::fs::read_to_string(state_file).unwrap_or_default() == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the resume point never moved past the acknowledged bonk"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 async fn kills_during_a_broker_outage_are_bonked_after_it(kind: BrokerKind) {
     let label = format!("outage-{kind}").to_lowercase();
     let tree = CgroupTree::new(&label);
@@ -59,6 +71,8 @@ async fn kills_during_a_broker_outage_are_bonked_after_it(kind: BrokerKind) {
     // 1. The broker dies; a container is killed; the watcher sees the kill and keeps running.
     broker.kill();
     let first_pid = kill_seen_by(&directory, &mut watcher).await;
+    // The resume point stays before the unacknowledged kill until its PUBACK.
+    let before_ack = std::fs::read_to_string(&state_file).unwrap_or_default();
     watcher.process.signal(Signal::STOP);
     broker.restart();
     assert_eq!(broker.port(), port);
@@ -73,6 +87,10 @@ async fn kills_during_a_broker_outage_are_bonked_after_it(kind: BrokerKind) {
             .is_some_and(|s| s.contains(&format!("(pid {first_pid})"))),
         "{first:?}"
     );
+    // The probe can see the bonk before the watcher has its PUBACK: wait until the watcher
+    // counted it as reported (the resume point moved past it), or the second outage below would
+    // find it unacknowledged too.
+    resume_point_moves(&state_file, &before_ack).await;
 
     // 2. The broker dies again; a second kill; the watcher is killed before the broker is back.
     broker.kill();

@@ -455,6 +455,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_resume_point_waits_for_every_open_report_and_unacknowledged_bonk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = StateFile::new(dir.path().join("state.json"));
+        let mut progress = Progress::new("boot".to_owned(), Some(file.clone()), None);
+        let last = |progress: &Progress| progress.point().map(|p| p.last_seq);
+        progress.handled(9);
+        assert_eq!(last(&progress), Some(9));
+        // A report from record 10 whose kill (record 12) waits for a counter reading.
+        progress.opened(10);
+        progress.handled(11);
+        assert_eq!(last(&progress), Some(9), "not past an open report");
+        // Reported: its bonk is queued, and the report stays open until the broker has it.
+        progress.bonk_queued(10, true);
+        progress.handled(12);
+        progress.closed(10);
+        assert_eq!(last(&progress), Some(9), "not past an unacknowledged bonk");
+        progress.handled(13);
+        progress.confirmed(10);
+        assert_eq!(last(&progress), Some(13));
+        assert_eq!(
+            file.load().expect("reads").map(|p| p.last_seq),
+            Some(13),
+            "saved as it moves"
+        );
+        // A dropped bonk holds the point for the rest of the run.
+        progress.opened(20);
+        progress.bonk_queued(20, false);
+        progress.closed(20);
+        progress.handled(30);
+        assert_eq!(last(&progress), Some(19));
+        assert!(progress.already_handled(19) && !progress.already_handled(20));
+    }
+
+    #[test]
     fn records_parse_with_their_metadata() {
         let record = parse_record(
             b"3,423,619058975,-;Memory cgroup out of memory: Killed process 13192 (python3)\n",

@@ -934,6 +934,35 @@ mod tests {
     }
 
     #[test]
+    fn a_kill_knows_where_its_report_starts() {
+        // Header at 0, summary at 1+, kill line last: reading again from the header reassembles it.
+        let kill = report("java", Some(100), &[(100, 100, "java")]);
+        assert_eq!((kill.first_seq, kill.seq), (0, 6));
+        // A report whose header the kernel rate-limited away starts at its summary, and the
+        // memory.oom.group kills that follow belong to it.
+        let mut assembler = OomAssembler::new();
+        assembler.push(7, 70, MEMCG_SUMMARY);
+        let victim = assembler.push(8, 71, &killed_line(100, "java"));
+        assembler.push(
+            9,
+            72,
+            "Tasks in /p are going to be killed due to memory.oom.group set",
+        );
+        let member = assembler.push(10, 73, &killed_line(101, "helper"));
+        // A kill line alone is a report of its own.
+        let alone = OomAssembler::new().push(20, 80, &killed_line(102, "z"));
+        let firsts: Vec<(u64, u64)> = [victim, member, alone]
+            .iter()
+            .flatten()
+            .map(|assembled| match assembled {
+                Assembled::Kill(kill) => (kill.first_seq, kill.seq),
+                Assembled::ParseFailure(error) => panic!("{error:?}"),
+            })
+            .collect();
+        assert_eq!(firsts, [(7, 8), (7, 10), (20, 20)]);
+    }
+
+    #[test]
     fn a_kill_line_alone_has_no_cgroup() {
         let mut assembler = OomAssembler::new();
         let out = assembler.push(5, 50, "Memory cgroup out of memory: Killed process 3 (z) total-vm:1kB, anon-rss:1kB, file-rss:1kB, shmem-rss:0kB");

@@ -190,12 +190,13 @@ impl ClosedLoop {
 }
 
 /// Runs closed-loop rounds (at most `rounds`, within `budget`) against `desks` desks, each
-/// followed by a floor round of as many bare clients on the same broker.
+/// followed, `with_floor`, by a floor round of as many bare clients on the same broker.
 pub async fn closed_loop(
     tools: &Tools,
     broker: BrokerKind,
     desks: usize,
     homeassistant: bool,
+    with_floor: bool,
     rounds: usize,
     budget: Duration,
 ) -> Result<ClosedLoop> {
@@ -216,7 +217,11 @@ pub async fn closed_loop(
     )
     .await?;
     let fleet_start = starting.elapsed();
-    let mut floor = Floor::start(tools, &stack.mqtt_url(), &format!("floor{desks}"), desks).await?;
+    let mut floor = if with_floor {
+        Some(Floor::start(tools, &stack.mqtt_url(), &format!("floor{desks}"), desks).await?)
+    } else {
+        None
+    };
     let notifications = Notifications::new();
     let mut http = stack.http().await?;
     let mut webhook = Vec::with_capacity(rounds);
@@ -226,7 +231,9 @@ pub async fn closed_loop(
     let mut floor_skew = Vec::with_capacity(rounds);
     let mut not_bonked = 0;
     let mut processes = stack.processes();
-    processes.push((FLOOR_DESKS, floor.pid()));
+    if let Some(floor) = &floor {
+        processes.push((FLOOR_DESKS, floor.pid()));
+    }
     // Phase 0 is bonker's rounds, phase 1 the floor's; each with the pause after it.
     let mut cpu = CpuSplit::start(&processes, 2)?;
     let started = Instant::now();
@@ -266,6 +273,9 @@ pub async fn closed_loop(
             cpu.skip()?;
         }
 
+        let Some(floor) = &mut floor else {
+            continue;
+        };
         let round = floor.round(ROUND_TIMEOUT).await.with_context(|| {
             format!(
                 "floor round {n} with {desks} clients on {}",
@@ -285,7 +295,9 @@ pub async fn closed_loop(
         }
     }
     stack.check_running()?;
-    floor.check_running()?;
+    if let Some(floor) = &mut floor {
+        floor.check_running()?;
+    }
     let measured_rounds = closed.len();
     let cpu_per_round = cpu
         .per_round(0, measured_rounds)
@@ -293,7 +305,9 @@ pub async fn closed_loop(
         .filter(|(name, _)| name != FLOOR_DESKS)
         .collect();
     let floor_cpu_per_round = cpu.per_round(1, measured_rounds);
-    floor.stop().await;
+    if let Some(floor) = floor {
+        floor.stop().await;
+    }
     stack.stop().await;
     Ok(ClosedLoop {
         broker,
@@ -306,7 +320,7 @@ pub async fn closed_loop(
         fleet_start,
         load,
         cpu_per_round,
-        floor: Some(FloorLoop {
+        floor: with_floor.then(|| FloorLoop {
             closed_loop: Samples::new(floor_closed).summary(),
             skew: Samples::new(floor_skew).summary(),
             cpu_per_round: floor_cpu_per_round,

@@ -106,6 +106,10 @@ struct RunArgs {
     /// Only these throughput cells, by their row number in the report's table (1 = first).
     #[arg(long, value_delimiter = ',', value_name = "N")]
     cells: Vec<usize>,
+    /// Skip the closed loop's floor (bare MQTT clients round for round with bonker's), e.g. to
+    /// see what its presence on the broker costs bonker's rounds.
+    #[arg(long)]
+    without_floor: bool,
     /// Fleet sizes for the closed loop.
     #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
     fleet_sizes: Vec<usize>,
@@ -393,6 +397,7 @@ async fn measure(
                     broker,
                     desks,
                     true,
+                    !args.without_floor,
                     rounds,
                     budget.closed_loop_time,
                 )

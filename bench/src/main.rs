@@ -1,6 +1,6 @@
 //! `bonker-bench`: runs every benchmark section and writes the report (see the library's docs
 //! for what each section measures). `bonker-bench desks …` is the fleet process the harness
-//! starts for itself.
+//! starts for itself, `bonker-bench floor-desks …` the bare clients of the closed loop's floor.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use bonker_bench::report::{self, Results};
 use bonker_bench::stack::{self, BrokerKind, Tools};
 use bonker_bench::throughput::{self, CellSpec};
-use bonker_bench::{delivery, desks, footprint, kill_window, latency, machine, stats};
+use bonker_bench::{delivery, desks, floor, footprint, kill_window, latency, machine, stats};
 
 /// Measures bonker's latency, throughput and footprint on this machine and writes
 /// docs/benchmarks.md (run through scripts/bench, which builds the release binaries first).
@@ -30,6 +30,25 @@ enum Command {
     /// Runs a fleet of simulated desks until SIGTERM (the harness starts this itself).
     #[command(hide = true)]
     Desks(DesksArgs),
+    /// Runs the floor's bare MQTT clients until SIGTERM (the harness starts this itself).
+    #[command(hide = true)]
+    FloorDesks(FloorDesksArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct FloorDesksArgs {
+    /// The broker.
+    #[arg(long)]
+    mqtt: String,
+    /// The namespace whose floor topic every client subscribes to.
+    #[arg(long)]
+    namespace: String,
+    /// How many clients.
+    #[arg(long)]
+    count: usize,
+    /// Client names are this prefix and a four-digit number.
+    #[arg(long)]
+    id_prefix: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -87,6 +106,10 @@ struct RunArgs {
     /// Only these throughput cells, by their row number in the report's table (1 = first).
     #[arg(long, value_delimiter = ',', value_name = "N")]
     cells: Vec<usize>,
+    /// Skip the closed loop's floor (bare MQTT clients round for round with bonker's), e.g. to
+    /// see what its presence on the broker costs bonker's rounds.
+    #[arg(long)]
+    without_floor: bool,
     /// Fleet sizes for the closed loop.
     #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
     fleet_sizes: Vec<usize>,
@@ -146,7 +169,7 @@ const FULL: Budget = Budget {
     rounds_small: 1000,
     rounds_100: 500,
     rounds_1000: 200,
-    closed_loop_time: Duration::from_secs(30),
+    closed_loop_time: Duration::from_secs(45),
     burst: 100,
     burst_desks: 10,
     warm_up: Duration::from_millis(700),
@@ -174,6 +197,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Desks(args)) => run_desks(args),
+        Some(Command::FloorDesks(args)) => run_floor_desks(args),
         None => run_benchmarks(cli.run),
     };
     match result {
@@ -199,6 +223,16 @@ fn run_desks(args: DesksArgs) -> Result<()> {
         args.count,
         &args.id_prefix,
         !args.without_homeassistant,
+    ))
+}
+
+fn run_floor_desks(args: FloorDesksArgs) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("tokio runtime")?;
+    runtime.block_on(floor::run_desks(
+        &args.mqtt,
+        &args.namespace,
+        args.count,
+        &args.id_prefix,
     ))
 }
 
@@ -363,22 +397,35 @@ async fn measure(
                     broker,
                     desks,
                     true,
+                    !args.without_floor,
                     rounds,
                     budget.closed_loop_time,
                 )
                 .await?;
+                let cpu = |cpu_per_round: &[(String, Duration)]| {
+                    cpu_per_round
+                        .iter()
+                        .map(|(name, cpu)| format!("{name} {} ms", stats::ms(*cpu)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
                 eprintln!(
                     "  {} rounds: p50 {} ms, p99 {} ms, skew p50 {} ms; CPU per round: {}",
                     run.closed_loop.count,
                     stats::ms(run.closed_loop.p50),
                     stats::ms(run.closed_loop.p99),
                     stats::ms(run.skew.p50),
-                    run.cpu_per_round
-                        .iter()
-                        .map(|(name, cpu)| format!("{name} {} ms", stats::ms(*cpu)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    cpu(&run.cpu_per_round)
                 );
+                if let Some(floor) = &run.floor {
+                    eprintln!(
+                        "  floor: p50 {} ms, p99 {} ms, skew p50 {} ms; CPU per round: {}",
+                        stats::ms(floor.closed_loop.p50),
+                        stats::ms(floor.closed_loop.p99),
+                        stats::ms(floor.skew.p50),
+                        cpu(&floor.cpu_per_round)
+                    );
+                }
                 results.closed_loop.push(run);
             }
         }

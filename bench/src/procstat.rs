@@ -117,6 +117,68 @@ impl CpuWindow {
     }
 }
 
+/// CPU use of several processes split between interleaved phases (bonker's rounds and the
+/// floor's, say): each [`CpuSplit::charge`] gives the CPU time every process used since the last
+/// reading to one phase. One reading ends a stretch and starts the next, so nothing is counted
+/// twice or lost between phases.
+#[derive(Debug)]
+pub struct CpuSplit {
+    processes: Vec<(String, u32)>,
+    mark: Vec<Duration>,
+    /// Per phase, per process.
+    totals: Vec<Vec<Duration>>,
+}
+
+impl CpuSplit {
+    /// Reads the CPU time of each `(name, pid)` now; `phases` phases start at zero.
+    pub fn start(processes: &[(&str, u32)], phases: usize) -> Result<CpuSplit> {
+        let processes: Vec<(String, u32)> = processes
+            .iter()
+            .map(|(name, pid)| ((*name).to_owned(), *pid))
+            .collect();
+        let mark = read_all(&processes)?;
+        Ok(CpuSplit {
+            totals: vec![vec![Duration::ZERO; processes.len()]; phases],
+            processes,
+            mark,
+        })
+    }
+
+    /// Starts the next stretch now without charging the last one to any phase.
+    pub fn skip(&mut self) -> Result<()> {
+        self.mark = read_all(&self.processes)?;
+        Ok(())
+    }
+
+    /// Charges the CPU time used since the last reading to `phase`.
+    pub fn charge(&mut self, phase: usize) -> Result<()> {
+        let now = read_all(&self.processes)?;
+        self.charge_reading(phase, now);
+        Ok(())
+    }
+
+    fn charge_reading(&mut self, phase: usize, now: Vec<Duration>) {
+        for ((total, before), after) in self.totals[phase].iter_mut().zip(&self.mark).zip(&now) {
+            *total += after.saturating_sub(*before);
+        }
+        self.mark = now;
+    }
+
+    /// Each process's CPU time in `phase` divided by `rounds`, by process name.
+    pub fn per_round(&self, phase: usize, rounds: usize) -> Vec<(String, Duration)> {
+        let rounds = rounds.max(1) as u32;
+        self.processes
+            .iter()
+            .zip(&self.totals[phase])
+            .map(|((name, _), total)| (name.clone(), *total / rounds))
+            .collect()
+    }
+}
+
+fn read_all(processes: &[(String, u32)]) -> Result<Vec<Duration>> {
+    processes.iter().map(|(_, pid)| cpu_time(*pid)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +201,28 @@ mod tests {
         assert_eq!(parse_status_kib(status, "VmRSS"), Some(3876));
         assert_eq!(parse_status_kib(status, "VmHWM"), Some(4100));
         assert_eq!(parse_status_kib(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn interleaved_phases_are_charged_each_its_own_stretch() {
+        let ms = Duration::from_millis;
+        let mut split = CpuSplit {
+            processes: vec![("broker".to_owned(), 1), ("desks".to_owned(), 2)],
+            mark: vec![ms(100), ms(50)],
+            totals: vec![vec![Duration::ZERO; 2]; 2],
+        };
+        split.charge_reading(0, vec![ms(110), ms(70)]);
+        split.charge_reading(1, vec![ms(114), ms(70)]);
+        split.charge_reading(0, vec![ms(124), ms(90)]);
+        assert_eq!(
+            split.per_round(0, 2),
+            [("broker".to_owned(), ms(10)), ("desks".to_owned(), ms(20))]
+        );
+        assert_eq!(
+            split.per_round(1, 1),
+            [("broker".to_owned(), ms(4)), ("desks".to_owned(), ms(0))]
+        );
+        assert_eq!(split.per_round(1, 0)[0].1, ms(4), "no rounds: as one");
     }
 
     #[test]

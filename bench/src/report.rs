@@ -13,7 +13,7 @@ use anyhow::{Result, bail};
 use crate::delivery::Delivery;
 use crate::footprint::{AgentFootprint, BinarySize};
 use crate::kill_window::{Growth, KillWindow};
-use crate::latency::{ClosedLoop, WebhookLatency};
+use crate::latency::{ClosedLoop, FLOOR_DESKS, FloorRatios, WebhookLatency, cpu_per_desk};
 use crate::machine::{Load, Machine};
 use crate::plot::{self, Series};
 use crate::stack::{BROKER_SETTINGS_NOTE, BrokerKind};
@@ -29,10 +29,14 @@ pub mod targets {
 
     /// Webhook POST → 200, median.
     pub const WEBHOOK_P50: Duration = Duration::from_millis(1);
-    /// Closed loop p99 at 100 desks.
-    pub const CLOSED_LOOP_P99_100: Duration = Duration::from_millis(10);
-    /// Closed loop p99 at 1000 desks.
-    pub const CLOSED_LOOP_P99_1000: Duration = Duration::from_millis(50);
+    /// The fleet sizes the closed loop is held to its floor at.
+    pub const FLOOR_FLEETS: [usize; 2] = [100, 1000];
+    /// Closed loop p50 over the floor's, at most.
+    pub const OVER_FLOOR_P50: f64 = 1.3;
+    /// Closed loop p99 over the floor's, at most.
+    pub const OVER_FLOOR_P99: f64 = 1.5;
+    /// First → last ack (p50) over the floor's first → last reply, at most.
+    pub const OVER_FLOOR_SKEW: f64 = 1.3;
     /// The embedded broker's latency over mosquitto's.
     pub const BROKER_RATIO: f64 = 1.1;
     /// Alerts per second ingested.
@@ -90,6 +94,7 @@ pub fn render(template: &str, results: &Results) -> Result<String> {
         .cloned()
         .collect();
     parts.insert("closed_loop", closed_loop_table(&results.closed_loop));
+    parts.insert("floor", floor_table(&results.closed_loop));
     parts.insert("brokers", broker_table(&defaults));
     parts.insert("plot", plot_link(results));
     parts.insert("throughput", throughput_table(&results.throughput));
@@ -125,15 +130,42 @@ pub fn render(template: &str, results: &Results) -> Result<String> {
 pub fn plot(closed_loop: &[ClosedLoop]) -> String {
     let closed_loop: Vec<&ClosedLoop> = closed_loop.iter().filter(|c| c.homeassistant).collect();
     let mut series = Vec::new();
-    for (broker, colour) in [
-        (BrokerKind::Bonker, "#1f77b4"),
-        (BrokerKind::Mosquitto, "#e07b00"),
+    for (broker, colour, floor_colour) in [
+        (BrokerKind::Bonker, "#1f77b4", "#9ecae1"),
+        (BrokerKind::Mosquitto, "#e07b00", "#fdbe85"),
     ] {
         let runs: Vec<&ClosedLoop> = closed_loop
             .iter()
             .copied()
             .filter(|c| c.broker == broker)
             .collect();
+        let floors: Vec<(usize, &crate::latency::FloorLoop)> = runs
+            .iter()
+            .filter_map(|c| Some((c.desks, c.floor.as_ref()?)))
+            .collect();
+        if !floors.is_empty() {
+            for (label, dashed, pick) in [
+                (
+                    "p50",
+                    false,
+                    (|f: &crate::latency::FloorLoop| f.closed_loop.p50)
+                        as fn(&crate::latency::FloorLoop) -> Duration,
+                ),
+                ("p99", true, |f: &crate::latency::FloorLoop| {
+                    f.closed_loop.p99
+                }),
+            ] {
+                series.push(Series {
+                    label: format!("{} floor {label}", broker.as_str()),
+                    colour: floor_colour,
+                    dashed,
+                    points: floors
+                        .iter()
+                        .map(|(desks, f)| (*desks as f64, pick(f).as_secs_f64() * 1000.0))
+                        .collect(),
+                });
+            }
+        }
         for (label, dashed, pick) in [
             (
                 "p50",
@@ -154,12 +186,9 @@ pub fn plot(closed_loop: &[ClosedLoop]) -> String {
         }
     }
     plot::latency_vs_fleet(
-        "Closed-loop latency against fleet size",
+        "Closed-loop latency against fleet size, and its floor",
         &series,
-        &[
-            (100.0, targets::CLOSED_LOOP_P99_100.as_secs_f64() * 1000.0),
-            (1000.0, targets::CLOSED_LOOP_P99_1000.as_secs_f64() * 1000.0),
-        ],
+        &[],
     )
 }
 
@@ -258,24 +287,37 @@ fn targets_table(results: &Results) -> String {
         ),
         yes_no(met)
     );
-    for (desks, target) in [
-        (100, targets::CLOSED_LOOP_P99_100),
-        (1000, targets::CLOSED_LOOP_P99_1000),
-    ] {
+    for desks in targets::FLOOR_FLEETS {
         let runs: Vec<&ClosedLoop> = results
             .closed_loop
             .iter()
             .filter(|c| c.desks == desks && c.homeassistant)
             .collect();
-        let met = (!runs.is_empty()).then(|| runs.iter().all(|c| c.closed_loop.p99 <= target));
+        let ratios: Vec<FloorRatios> = runs.iter().filter_map(|c| c.floor_ratios()).collect();
+        let met = (!ratios.is_empty()).then(|| ratios.iter().all(within_floor_targets));
         let _ = writeln!(
             text,
-            "| closed loop p99 ≤ {} ms at {desks} desks | {} | {} |",
-            ms(target),
+            "| closed loop at {desks} desks within {:.1}× of its floor at p50, {:.1}× at p99, first \
+             → last ack p50 within {:.1}× of the floor's | {} | {} |",
+            targets::OVER_FLOOR_P50,
+            targets::OVER_FLOOR_P99,
+            targets::OVER_FLOOR_SKEW,
             per_broker(
                 &runs,
                 |c| c.broker,
-                |c| format!("{} ms", ms(c.closed_loop.p99))
+                |c| match (c.floor_ratios(), &c.floor) {
+                    (Some(r), Some(f)) => format!(
+                        "p50 {} ({} / {} ms), p99 {} ({} / {} ms), skew {}",
+                        times(Some(r.p50)),
+                        ms(c.closed_loop.p50),
+                        ms(f.closed_loop.p50),
+                        times(Some(r.p99)),
+                        ms(c.closed_loop.p99),
+                        ms(f.closed_loop.p99),
+                        times(r.skew_p50),
+                    ),
+                    _ => "no floor".to_owned(),
+                }
             ),
             yes_no(met)
         );
@@ -458,6 +500,82 @@ fn desks_label(c: &ClosedLoop) -> String {
     } else {
         format!("{} (Home Assistant off)", c.desks)
     }
+}
+
+/// Whether one run's ratios to its floor meet the targets (a skew the floor does not have, as
+/// with one desk, is not held against it).
+fn within_floor_targets(r: &FloorRatios) -> bool {
+    r.p50 <= targets::OVER_FLOOR_P50
+        && r.p99 <= targets::OVER_FLOOR_P99
+        && r.skew_p50.is_none_or(|s| s <= targets::OVER_FLOOR_SKEW)
+}
+
+/// A ratio as `1.07×`, or `–`.
+fn times(ratio: Option<f64>) -> String {
+    ratio.map_or("–".to_owned(), |r| format!("{r:.2}×"))
+}
+
+/// Microseconds, whole.
+fn micros(duration: Option<Duration>) -> String {
+    duration.map_or("–".to_owned(), |d| {
+        format!("{:.0}", d.as_secs_f64() * 1e6)
+    })
+}
+
+fn floor_table(runs: &[ClosedLoop]) -> String {
+    let runs: Vec<&ClosedLoop> = runs.iter().filter(|c| c.floor.is_some()).collect();
+    if runs.is_empty() {
+        return "Not measured in this run.".to_owned();
+    }
+    let mut text = String::from(
+        "| desks | broker | rounds each | closed loop p50 ms (bonker / floor) | ratio | p99 ms \
+         (bonker / floor) | ratio | first → last p50 ms (bonker / floor) | ratio | first → last \
+         p99 ms (bonker / floor) | ratio | CPU per desk per bonk µs (desks / bare clients) | ratio \
+         | broker CPU per round ms (bonker / floor) | harness CPU per round ms (bonker / floor) |\n\
+         |--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+    );
+    for c in runs {
+        let (Some(f), Some(r)) = (&c.floor, c.floor_ratios()) else {
+            continue;
+        };
+        let process = |cpu: &[(String, Duration)], name: &str| {
+            cpu.iter()
+                .find(|(n, _)| n == name)
+                .map_or("–".to_owned(), |(_, d)| ms(*d))
+        };
+        let _ = writeln!(
+            text,
+            "| {} | {} | {} | {} / {} | {} | {} / {} | {} | {} / {} | {} | {} / {} | {} | {} / {} | {} | {} / {} | {} / {} |",
+            desks_label(c),
+            c.broker.as_str(),
+            c.closed_loop.count,
+            ms(c.closed_loop.p50),
+            ms(f.closed_loop.p50),
+            times(Some(r.p50)),
+            ms(c.closed_loop.p99),
+            ms(f.closed_loop.p99),
+            times(Some(r.p99)),
+            ms(c.skew.p50),
+            ms(f.skew.p50),
+            times(r.skew_p50),
+            ms(c.skew.p99),
+            ms(f.skew.p99),
+            times(r.skew_p99),
+            micros(cpu_per_desk(&c.cpu_per_round, "desks", c.desks)),
+            micros(cpu_per_desk(&f.cpu_per_round, FLOOR_DESKS, c.desks)),
+            times(r.cpu_per_desk),
+            process(&c.cpu_per_round, c.broker.as_str()),
+            process(&f.cpu_per_round, c.broker.as_str()),
+            process(&c.cpu_per_round, "harness"),
+            process(&f.cpu_per_round, "harness"),
+        );
+    }
+    text.push_str(
+        "\nA ratio above 1 is what bonker costs beyond bare MQTT clients doing the same fan-out \
+         on the same broker at the same time; the floor's rounds alternate with bonker's, one for \
+         one.\n",
+    );
+    text
 }
 
 /// `(desks, p50 ratio, p99 ratio)` of bonker-broker over mosquitto for each fleet size run on
@@ -793,8 +911,30 @@ mod tests {
             not_bonked: 0,
             fleet_start: Duration::from_secs(1),
             load: Some(0.5),
-            cpu_per_round: vec![("gateway".to_owned(), Duration::from_micros(300))],
+            cpu_per_round: vec![
+                ("gateway".to_owned(), Duration::from_micros(300)),
+                ("desks".to_owned(), Duration::from_millis(6)),
+            ],
+            floor: None,
         }
+    }
+
+    /// `closed` with a floor of `p50_ms` / `p99_ms`, a skew of half as much and bare clients
+    /// that used a third of the desks' CPU.
+    fn with_floor(mut run: ClosedLoop, p50_ms: u64, p99_ms: u64) -> ClosedLoop {
+        let summary = |p50: u64, p99: u64| Summary {
+            count: 100,
+            p50: Duration::from_millis(p50),
+            p90: Duration::from_millis(p99),
+            p99: Duration::from_millis(p99),
+            max: Duration::from_millis(p99),
+        };
+        run.floor = Some(crate::latency::FloorLoop {
+            closed_loop: summary(p50_ms, p99_ms),
+            skew: summary(p50_ms / 2, p99_ms / 2),
+            cpu_per_round: vec![(FLOOR_DESKS.to_owned(), Duration::from_millis(2))],
+        });
+        run
     }
 
     #[test]
@@ -866,9 +1006,75 @@ mod tests {
                 .unwrap_or_default()
                 .to_owned()
         };
-        assert!(line("at 100 desks").contains("**missed**"));
+        assert!(line("at 100 desks").contains("not measured"), "no floor");
         assert!(line("at 1000 desks").contains("not measured"));
         assert!(line("within 1.1×").contains("met"), "p50 ratio is 1.00");
         assert!(line("agent idle RSS").contains("not measured"));
+    }
+
+    #[test]
+    fn floor_targets_hold_every_ratio_against_its_own() {
+        let results = |bonker: ClosedLoop| Results {
+            closed_loop: vec![
+                bonker,
+                with_floor(closed(BrokerKind::Mosquitto, 1000, 12, 14), 10, 10),
+            ],
+            ..Results::default()
+        };
+        let line = |results: &Results| {
+            targets_table(results)
+                .lines()
+                .find(|l| l.contains("at 1000 desks"))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        // bonker-broker: p50 12/10, p99 14/10, skew 12/5 (the floor's skew is half its p50).
+        let skewed = line(&results(with_floor(
+            closed(BrokerKind::Bonker, 1000, 12, 14),
+            10,
+            10,
+        )));
+        assert!(skewed.contains("bonker-broker p50 1.20× (12.0 / 10.0 ms), p99 1.40×"));
+        assert!(skewed.contains("skew 2.40×") && skewed.contains("**missed**"));
+        let mut even = with_floor(closed(BrokerKind::Bonker, 1000, 12, 14), 10, 10);
+        if let Some(floor) = &mut even.floor {
+            floor.skew = even.skew;
+        }
+        let mut results_even = results(even);
+        let mosquitto = &mut results_even.closed_loop[1];
+        if let Some(floor) = &mut mosquitto.floor {
+            floor.skew = mosquitto.skew;
+        }
+        assert!(
+            line(&results_even).ends_with("| met |"),
+            "{}",
+            line(&results_even)
+        );
+        let slow = line(&results(with_floor(
+            closed(BrokerKind::Bonker, 1000, 14, 14),
+            10,
+            10,
+        )));
+        assert!(slow.contains("p50 1.40×") && slow.contains("**missed**"));
+    }
+
+    #[test]
+    fn the_floor_table_shows_both_sides_and_their_ratios() {
+        let table = floor_table(&[
+            with_floor(closed(BrokerKind::Bonker, 100, 13, 30), 10, 20),
+            closed(BrokerKind::Mosquitto, 100, 4, 8),
+        ]);
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("| 100 | bonker-broker |"))
+            .expect("a row for the run with a floor");
+        assert!(
+            row.contains("| 13.0 / 10.0 | 1.30× | 30.0 / 20.0 | 1.50× |"),
+            "{row}"
+        );
+        assert!(row.contains("| 13.0 / 5.00 | 2.60× |"), "skew p50: {row}");
+        assert!(row.contains("| 60 / 20 | 3.00× |"), "CPU per desk: {row}");
+        assert!(!table.contains("| mosquitto |"), "no floor, no row");
+        assert!(floor_table(&[closed(BrokerKind::Bonker, 1, 1, 1)]).contains("Not measured"));
     }
 }

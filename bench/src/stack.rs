@@ -310,6 +310,11 @@ impl Stack {
         })
     }
 
+    /// The broker's `mqtt://` URL.
+    pub fn mqtt_url(&self) -> String {
+        self.broker.url()
+    }
+
     /// A new keep-alive HTTP connection to the gateway.
     pub async fn http(&self) -> Result<HttpConnection> {
         HttpConnection::connect(self.gateway.addr()).await

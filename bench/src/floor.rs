@@ -332,53 +332,18 @@ async fn observe(
         .context("floor observer MQTT settings")?;
     options.set_clean_session(true);
     let (client, link) = Link::once(Some(settings), options, CLIENT_REQUESTS);
-    let mut link = link.subscribe_on_connect([all_replies()]);
-    let (replies_tx, replies) = mpsc::unbounded_channel();
-    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel::<Result<(), String>>();
-    let task = tokio::spawn(async move {
-        let mut subscribed_tx = Some(subscribed_tx);
-        loop {
-            let event = link.next().await;
-            let at = Instant::now();
-            match event {
-                LinkEvent::Disconnected { error, .. } => {
-                    if let Some(tx) = subscribed_tx.take() {
-                        let _ = tx.send(Err(error.to_string()));
-                    }
-                    return;
-                }
-                LinkEvent::Closed => return,
-                LinkEvent::Subscribed { .. } => {
-                    if let Some(tx) = subscribed_tx.take() {
-                        let _ = tx.send(Ok(()));
-                    }
-                }
-                LinkEvent::Message(publish) => {
-                    let Some(desk) = desk_of_reply(&publish.topic) else {
-                        continue;
-                    };
-                    let reply = Reply {
-                        desk: desk.to_owned(),
-                        round: round_of(&publish.payload),
-                        at,
-                    };
-                    if replies_tx.send(reply).is_err() {
-                        return;
-                    }
-                }
-                _ => {}
-            }
-        }
-    });
-    match tokio::time::timeout(Duration::from_secs(10), subscribed).await {
-        Ok(Ok(Ok(()))) => Ok((client, task, replies)),
-        Ok(Ok(Err(error))) => bail!("floor observer cannot connect to {}: {error}", settings.url),
-        Ok(Err(_)) => bail!("floor observer stopped before subscribing"),
-        Err(_) => bail!(
-            "floor observer: no SUBACK from {} within 10 s",
-            settings.url
-        ),
-    }
+    let link = link.subscribe_on_connect([all_replies()]);
+    let (task, replies) =
+        crate::observer::stamped(link, "floor observer", &settings.url, |publish, at| {
+            let desk = desk_of_reply(&publish.topic)?;
+            Some(Reply {
+                desk: desk.to_owned(),
+                round: round_of(&publish.payload),
+                at,
+            })
+        })
+        .await?;
+    Ok((client, task, replies))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use bonker_client::MqttSettings;
 use bonker_client::link::{Link, LinkEvent};
 use bonker_protocol::{Ack, Namespace, Outcome, Route, Status, Topics};
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::{AsyncClient, Publish, QoS};
 use tokio::sync::mpsc;
 
 /// What the observer saw.
@@ -83,44 +83,11 @@ impl Observer {
         }
         // A benchmark does not reconnect: a lost observer fails the section.
         let (client, link) = Link::once(Some(&settings), mqtt, 1024);
-        let mut link = link.subscribe_on_connect(filters);
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel::<Result<(), String>>();
-        let task = tokio::spawn(async move {
-            let mut subscribed_tx = Some(subscribed_tx);
-            loop {
-                let event = link.next().await;
-                let at = Instant::now();
-                match event {
-                    LinkEvent::Disconnected { error, .. } => {
-                        if let Some(tx) = subscribed_tx.take() {
-                            let _ = tx.send(Err(error.to_string()));
-                        }
-                        return;
-                    }
-                    LinkEvent::Closed => return,
-                    LinkEvent::Subscribed { .. } => {
-                        if let Some(tx) = subscribed_tx.take() {
-                            let _ = tx.send(Ok(()));
-                        }
-                    }
-                    LinkEvent::Message(publish) => {
-                        if let Some(seen) = interpret(&topics, &publish.topic, &publish.payload, at)
-                            && events_tx.send(seen).is_err()
-                        {
-                            return;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        });
-        match tokio::time::timeout(Duration::from_secs(10), subscribed).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => bail!("observer cannot connect to {url}: {error}"),
-            Ok(Err(_)) => bail!("observer stopped before subscribing"),
-            Err(_) => bail!("observer: no SUBACK from {url} within 10 s"),
-        }
+        let link = link.subscribe_on_connect(filters);
+        let (task, events) = stamped(link, "observer", url, move |publish, at| {
+            interpret(&topics, &publish.topic, &publish.payload, at)
+        })
+        .await?;
         Ok(Observer {
             client,
             events,
@@ -179,6 +146,54 @@ impl Observer {
     pub async fn disconnect(self) {
         let _ = self.client.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+    }
+}
+
+/// Polls `link` in a task of its own, stamping each message as it is read and passing it to
+/// `interpret`, whose findings come out of the channel; returns once the broker has acknowledged
+/// the subscriptions. A benchmark does not reconnect: a lost connection ends the channel.
+pub(crate) async fn stamped<T: Send + 'static>(
+    mut link: Link,
+    who: &'static str,
+    url: &str,
+    interpret: impl Fn(&Publish, Instant) -> Option<T> + Send + 'static,
+) -> Result<(tokio::task::JoinHandle<()>, mpsc::UnboundedReceiver<T>)> {
+    let (found_tx, found) = mpsc::unbounded_channel();
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel::<Result<(), String>>();
+    let task = tokio::spawn(async move {
+        let mut subscribed_tx = Some(subscribed_tx);
+        loop {
+            let event = link.next().await;
+            let at = Instant::now();
+            match event {
+                LinkEvent::Disconnected { error, .. } => {
+                    if let Some(tx) = subscribed_tx.take() {
+                        let _ = tx.send(Err(error.to_string()));
+                    }
+                    return;
+                }
+                LinkEvent::Closed => return,
+                LinkEvent::Subscribed { .. } => {
+                    if let Some(tx) = subscribed_tx.take() {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                LinkEvent::Message(publish) => {
+                    if let Some(item) = interpret(&publish, at)
+                        && found_tx.send(item).is_err()
+                    {
+                        return;
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    match tokio::time::timeout(Duration::from_secs(10), subscribed).await {
+        Ok(Ok(Ok(()))) => Ok((task, found)),
+        Ok(Ok(Err(error))) => bail!("{who} cannot connect to {url}: {error}"),
+        Ok(Err(_)) => bail!("{who} stopped before subscribing"),
+        Err(_) => bail!("{who}: no SUBACK from {url} within 10 s"),
     }
 }
 

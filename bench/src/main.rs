@@ -35,36 +35,33 @@ enum Command {
     FloorDesks(FloorDesksArgs),
 }
 
+/// Where a fleet of simulated clients connects, and how many.
 #[derive(Debug, clap::Args)]
-struct FloorDesksArgs {
+struct FleetArgs {
     /// The broker.
     #[arg(long)]
     mqtt: String,
-    /// The namespace whose floor topic every client subscribes to.
+    /// The namespace every client listens on.
     #[arg(long)]
     namespace: String,
     /// How many clients.
     #[arg(long)]
     count: usize,
-    /// Client names are this prefix and a four-digit number.
+    /// Client ids are this prefix and a four-digit number.
     #[arg(long)]
     id_prefix: String,
 }
 
 #[derive(Debug, clap::Args)]
+struct FloorDesksArgs {
+    #[command(flatten)]
+    fleet: FleetArgs,
+}
+
+#[derive(Debug, clap::Args)]
 struct DesksArgs {
-    /// The broker.
-    #[arg(long)]
-    mqtt: String,
-    /// The namespace every desk watches.
-    #[arg(long)]
-    namespace: String,
-    /// How many desks.
-    #[arg(long)]
-    count: usize,
-    /// Desk ids are this prefix and a four-digit number.
-    #[arg(long)]
-    id_prefix: String,
+    #[command(flatten)]
+    fleet: FleetArgs,
     /// Log filter for the desks (default: no log output).
     #[arg(long)]
     log: Option<String>,
@@ -218,10 +215,10 @@ fn run_desks(args: DesksArgs) -> Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new().context("tokio runtime")?;
     runtime.block_on(desks::run(
-        &args.mqtt,
-        &args.namespace,
-        args.count,
-        &args.id_prefix,
+        &args.fleet.mqtt,
+        &args.fleet.namespace,
+        args.fleet.count,
+        &args.fleet.id_prefix,
         !args.without_homeassistant,
     ))
 }
@@ -229,10 +226,10 @@ fn run_desks(args: DesksArgs) -> Result<()> {
 fn run_floor_desks(args: FloorDesksArgs) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("tokio runtime")?;
     runtime.block_on(floor::run_desks(
-        &args.mqtt,
-        &args.namespace,
-        args.count,
-        &args.id_prefix,
+        &args.fleet.mqtt,
+        &args.fleet.namespace,
+        args.fleet.count,
+        &args.fleet.id_prefix,
     ))
 }
 

@@ -108,7 +108,7 @@ impl EmbeddedBroker {
         settings.validate()?;
         let tls = settings.tls.as_ref().map(tls::server_config).transpose()?;
         let front = front::Front::new()?;
-        let upstream = Upstream::reserve(&settings)?;
+        let (upstream, holds) = Upstream::reserve(&settings)?;
         let mut doors = Vec::new();
         let mut listeners = Vec::new();
         for listener in settings.listeners() {
@@ -143,6 +143,7 @@ impl EmbeddedBroker {
                 }
             })?;
         wait_until_listening(&upstream.addrs())?;
+        drop(holds);
         raise_open_file_limit(&settings, listeners.len());
         let rules = front::Rules {
             connect_timeout: Duration::from_millis(settings.connect_timeout_ms),

@@ -384,21 +384,52 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
-    /// Free loopback ports for rumqttd's listeners.
-    pub(crate) fn reserve(settings: &BrokerSettings) -> Result<Self, BrokerError> {
-        let loopback = || -> Result<SocketAddr, BrokerError> {
-            let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-            Ok(SocketAddr::new(ip, reserve_port(ip)?))
+    /// Free loopback ports for rumqttd's listeners, each held by a [`PortHold`] until rumqttd
+    /// listens on it.
+    pub(crate) fn reserve(settings: &BrokerSettings) -> Result<(Self, Vec<PortHold>), BrokerError> {
+        let mut holds = Vec::new();
+        let mut loopback = || -> Result<SocketAddr, BrokerError> {
+            let hold = PortHold::new(IpAddr::V4(Ipv4Addr::LOCALHOST))?;
+            let addr = hold.addr;
+            holds.push(hold);
+            Ok(addr)
         };
-        Ok(Upstream {
+        let upstream = Upstream {
             v4: loopback()?,
             v5: settings.listen_v5.map(|_| loopback()).transpose()?,
-        })
+        };
+        Ok((upstream, holds))
     }
 
     /// Every address.
     pub(crate) fn addrs(&self) -> Vec<SocketAddr> {
         std::iter::once(self.v4).chain(self.v5).collect()
+    }
+}
+
+/// A free port kept from everyone but its intended listener: a socket bound to it with
+/// `SO_REUSEADDR` and never listening. Linux gives such a port to no `bind(…:0)` and to no
+/// outgoing connection, so no other program's free port can be this one, while a listener that
+/// also sets `SO_REUSEADDR` (tokio's, so rumqttd's) may still bind it (a port released before
+/// rumqttd binds it could be taken in between). Dropped once rumqttd listens.
+#[derive(Debug)]
+pub(crate) struct PortHold {
+    addr: SocketAddr,
+    _socket: tokio::net::TcpSocket,
+}
+
+impl PortHold {
+    fn new(ip: IpAddr) -> std::io::Result<PortHold> {
+        let socket = match ip {
+            IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(SocketAddr::new(ip, 0))?;
+        Ok(PortHold {
+            addr: socket.local_addr()?,
+            _socket: socket,
+        })
     }
 }
 
@@ -410,6 +441,26 @@ pub(crate) fn wrong(message: impl Into<String>) -> BrokerError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_held_port_is_free_only_for_the_listener_it_is_held_for() {
+        let hold = PortHold::new(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("hold");
+        let stranger = tokio::net::TcpSocket::new_v4().expect("socket");
+        assert_eq!(
+            stranger
+                .bind(hold.addr)
+                .expect_err("a socket without SO_REUSEADDR cannot bind it")
+                .kind(),
+            std::io::ErrorKind::AddrInUse
+        );
+        let rumqttd = tokio::net::TcpListener::bind(hold.addr)
+            .await
+            .expect("a tokio listener binds the held port");
+        drop(hold);
+        tokio::net::TcpStream::connect(rumqttd.local_addr().expect("addr"))
+            .await
+            .expect("the listener accepts once the hold is gone");
+    }
 
     fn upstream() -> Upstream {
         Upstream {

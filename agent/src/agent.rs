@@ -1,9 +1,11 @@
 //! The agent: one struct that owns the desk's state and a `select!` loop over its inputs.
 //!
-//! Inputs: MQTT events from the link task ([`bonker_client::link`]), reports from the servo worker
+//! Inputs: MQTT events from the link, which this loop polls itself ([`Link::polled`]: the poll in
+//! progress survives the other branches), reports from the servo worker
 //! ([`crate::servo::worker`]), the health ticker and the shutdown signal. Nothing is shared between
-//! tasks behind a lock: the agent alone decides, acks and publishes; the link alone polls the
-//! network; the worker alone touches the servo.
+//! tasks behind a lock: the agent alone decides, acks and publishes; the worker alone touches the
+//! servo. Polling in the same task means a bonk costs no hop between tasks: its ack is written by
+//! the next poll, and the only thread it crosses is the servo worker's, there and back.
 //!
 //! The life of a bonk: a message on a watched namespace topic or the desk topic → lenient parse
 //! (problems logged, never fatal) → policy (duplicate / expired / rate limited / perform) → for
@@ -22,7 +24,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bonker_client::link::{Link, LinkEvent, Spawned};
+use bonker_client::link::{Link, LinkEvent, Polled};
 use bonker_client::mqtt::qos;
 use bonker_protocol::homeassistant::{self as ha, DeskDevice};
 use bonker_protocol::topics::{ACK_DELIVERY, HEALTH_DELIVERY, LAST_BONK_DELIVERY, STATUS_DELIVERY};
@@ -123,7 +125,7 @@ struct LastBonk {
 pub struct Agent {
     config: AgentConfig,
     client: AsyncClient,
-    link: Spawned,
+    link: Polled,
     worker: Option<ServoWorker>,
     servo_reports: mpsc::UnboundedReceiver<ServoReport>,
     policy: Policy,
@@ -251,10 +253,7 @@ impl Agent {
             ),
         };
         let (client, link) = Link::new(&config.mqtt, options, REQUEST_QUEUE);
-        // The link must be polling before anything waits on the broker.
-        let link = link
-            .subscribe_on_connect(config.subscriptions())
-            .spawn(REQUEST_QUEUE);
+        let link = link.subscribe_on_connect(config.subscriptions()).polled();
         tracing::info!(
             desk = %config.desk,
             namespaces = ?config.watch.names(),
@@ -307,11 +306,11 @@ impl Agent {
             tokio::select! {
                 () = &mut shutdown => return,
                 event = self.link.recv() => match event {
-                    Some(event) => self.on_link_event(event),
-                    None => {
+                    LinkEvent::Closed => {
                         tracing::error!("MQTT link stopped unexpectedly");
                         return;
                     }
+                    event => self.on_link_event(event),
                 },
                 Some(report) = self.servo_reports.recv() => self.on_servo_report(report),
                 _ = health_ticker.tick() => {
@@ -363,6 +362,7 @@ impl Agent {
         worker.park().await;
         let deadline = tokio::time::sleep(PARK_TIMEOUT);
         tokio::pin!(deadline);
+        let mut link_open = true;
         loop {
             tokio::select! {
                 () = &mut deadline => return false,
@@ -376,7 +376,10 @@ impl Agent {
                     Some(report) => self.on_servo_report(report),
                     None => return false,
                 },
-                Some(event) = self.link.recv() => self.on_link_event(event),
+                event = self.link.recv(), if link_open => {
+                    link_open = !matches!(event, LinkEvent::Closed);
+                    self.on_link_event(event);
+                }
             }
         }
     }
@@ -405,8 +408,8 @@ impl Agent {
                     return;
                 }
                 event = self.link.recv() => match event {
-                    Some(event) => self.on_link_event(event),
-                    None => return,
+                    LinkEvent::Closed => return,
+                    event => self.on_link_event(event),
                 },
             }
             if !self.session.connected {
@@ -627,6 +630,10 @@ impl Agent {
             return Some(received);
         }
         tracing::debug!(bonk_id = %received.bonk.id, count, %severity, "move queued");
+        // The worker starts a move as soon as the one before it ends: the servo is moving from
+        // now until the last queued move has finished. (A report of each start would wake this
+        // loop once more per bonk, for nothing else.)
+        self.servo.state = ServoState::Moving;
         self.moves.queued(
             id,
             PendingMove {
@@ -671,9 +678,13 @@ impl Agent {
     fn on_servo_report(&mut self, report: ServoReport) {
         match report {
             ServoReport::Homed { .. } | ServoReport::Parked { .. } => {}
-            ServoReport::Started { .. } => self.servo.state = ServoState::Moving,
             ServoReport::Finished { id, at } => {
-                self.servo.state = ServoState::Rest;
+                // Moving while another move waits: the worker starts it at once.
+                self.servo.state = if self.moves.pending.len() > 1 {
+                    ServoState::Moving
+                } else {
+                    ServoState::Rest
+                };
                 self.servo.error = None;
                 let Some(performed) = self.moves.done(id) else {
                     return;

@@ -17,10 +17,16 @@
 //! A program whose own loop must react to the connection in the same step (the gateway and the
 //! watcher correlate PUBACKs with what they hand to rumqttc) calls [`Link::next`] from its task
 //! and never drops that future half-way except to stop: rumqttc's `poll` is not cancel-safe while
-//! it writes. Everything else calls [`Link::spawn`]: one task polls and forwards the events on a
-//! bounded channel, so the program's own work is straight-line code over `recv()` and never runs
-//! in the loop that keeps the connection alive.
+//! it writes. A program whose work per event is short and never waits (the desk agent: parse,
+//! decide, queue a reply) polls from its own `select!` through [`Link::polled`], whose `recv` keeps
+//! the poll in progress when another branch wins: its replies leave on the next poll of the same
+//! task, with no hop to another task and no wake of another thread per message. Everything else
+//! calls [`Link::spawn`]: one task polls and forwards the events on a bounded channel, so the
+//! program's own work is straight-line code over `recv()` and never runs in the loop that keeps
+//! the connection alive.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use rumqttc::{
@@ -295,6 +301,71 @@ impl Link {
             }
         });
         Spawned { events, task }
+    }
+}
+
+/// A poll of the link in progress; it owns the link until it completes.
+type Poll = Pin<Box<dyn Future<Output = (Link, LinkEvent)> + Send>>;
+
+/// A link polled from its owner's own `select!` ([`Link::polled`]).
+pub struct Polled {
+    /// The link between polls.
+    idle: Option<Link>,
+    /// The poll in progress: it owns the link until it completes.
+    poll: Option<Poll>,
+}
+
+impl std::fmt::Debug for Polled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Polled")
+            .field("link", &self.idle)
+            .field("polling", &self.poll.is_some())
+            .finish()
+    }
+}
+
+impl Link {
+    /// This link, polled by its owner's `select!` (see the module docs).
+    pub fn polled(self) -> Polled {
+        Polled {
+            idle: Some(self),
+            poll: None,
+        }
+    }
+}
+
+impl Polled {
+    /// The next event. Cancel-safe: a poll interrupted by another branch of a `select!` goes on
+    /// where it stopped on the next call, so no packet is half-written or lost. After
+    /// [`LinkEvent::Closed`] it returns `Closed` again at once.
+    pub async fn recv(&mut self) -> LinkEvent {
+        let poll = match &mut self.poll {
+            Some(poll) => poll,
+            None => {
+                // Between polls the link is always idle here.
+                let Some(mut link) = self.idle.take() else {
+                    return LinkEvent::Closed;
+                };
+                self.poll.insert(Box::pin(async move {
+                    let event = link.next().await;
+                    (link, event)
+                }))
+            }
+        };
+        let (link, event) = poll.await;
+        self.poll = None;
+        self.idle = Some(link);
+        event
+    }
+
+    /// Waits (at most `timeout`) for [`LinkEvent::Closed`] after a DISCONNECT was queued,
+    /// dropping every other event. False when it did not come in time.
+    pub async fn closed(mut self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, async {
+            while !matches!(self.recv().await, LinkEvent::Closed) {}
+        })
+        .await
+        .is_ok()
     }
 }
 

@@ -120,9 +120,82 @@ async fn persistent_session_queues_while_away(kind: BrokerKind) {
     );
 }
 
+/// A link polled from a `select!` (`Link::polled`, as the desk agent does) loses nothing when
+/// another branch keeps winning: every message arrives once, in order, and every reply queued
+/// between polls reaches the broker.
+async fn polled_link_survives_interrupted_polls(kind: BrokerKind) {
+    use bonker_client::link::{Link, LinkEvent};
+    use rumqttc::{MqttOptions, QoS};
+
+    const COUNT: usize = 300;
+    let broker = TestBroker::start(kind);
+    let mut watcher = Probe::connect(&broker.url(), &["bonker/test/replies"]).await;
+    let sender = Probe::connect(&broker.url(), &[]).await;
+    let mut options = MqttOptions::new("polled-link", "127.0.0.1", broker.port());
+    options.set_keep_alive(std::time::Duration::from_secs(30));
+    let (client, link) = Link::once(None, options, COUNT);
+    let mut link = link.polled();
+    loop {
+        if let LinkEvent::Connected { .. } = link.recv().await {
+            break;
+        }
+    }
+    client
+        .try_subscribe("bonker/test/requests", QoS::AtLeastOnce)
+        .expect("queue SUBSCRIBE");
+    loop {
+        if let LinkEvent::Subscribed { refused: 0 } = link.recv().await {
+            break;
+        }
+    }
+    for n in 0..COUNT {
+        sender
+            .publish("bonker/test/requests", format!("{n}"), false)
+            .await;
+    }
+    // A branch that wins every other round: `yield_now` is pending on its first poll, so the link
+    // is polled, and ready on the next, so that poll is dropped half-way whenever it had not
+    // finished by then.
+    let mut received = Vec::new();
+    let mut interruptions = 0_u64;
+    while received.len() < COUNT {
+        tokio::select! {
+            biased;
+            () = tokio::task::yield_now() => interruptions += 1,
+            event = link.recv() => match event {
+                LinkEvent::Message(publish) => {
+                    let text = String::from_utf8(publish.payload.to_vec()).expect("utf-8");
+                    client
+                        .try_publish("bonker/test/replies", QoS::AtLeastOnce, false, text.clone())
+                        .expect("queue the reply");
+                    received.push(text);
+                }
+                LinkEvent::Disconnected { error, .. } => panic!("{kind}: link dropped: {error}"),
+                LinkEvent::Closed => panic!("{kind}: link closed"),
+                _ => {}
+            },
+        }
+    }
+    let expected: Vec<String> = (0..COUNT).map(|n| n.to_string()).collect();
+    assert_eq!(received, expected, "{kind}: every request once, in order");
+    assert!(interruptions > 0, "{kind}: the poll was never interrupted");
+    // The replies leave on later polls; keep polling while the watcher collects them.
+    let collect = watcher.take(COUNT);
+    tokio::pin!(collect);
+    let replies = loop {
+        tokio::select! {
+            replies = &mut collect => break replies,
+            _ = link.recv() => {}
+        }
+    };
+    let replies: Vec<String> = replies.iter().map(|m| m.text()).collect();
+    assert_eq!(replies, expected, "{kind}: every reply once, in order");
+}
+
 bonker_tests::for_both_brokers!(
     qos1_delivery,
     retained_messages,
     last_will_on_unclean_disconnect,
     persistent_session_queues_while_away,
+    polled_link_survives_interrupted_polls,
 );

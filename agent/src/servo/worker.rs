@@ -45,11 +45,6 @@ pub enum ServoReport {
         /// The homing error, if any (the worker goes on; moves may still work).
         error: Option<String>,
     },
-    /// A move began.
-    Started {
-        /// The move.
-        id: u64,
-    },
     /// A move ended with the arm back at rest and the servo released.
     Finished {
         /// The move.
@@ -178,7 +173,6 @@ fn work(
                 let _ = reports.send(ServoReport::Cancelled { id: request.id });
             }
             Command::Move(request) => {
-                let _ = reports.send(ServoReport::Started { id: request.id });
                 let steps = motion::plan(request.severity, request.strokes, &config);
                 tracing::info!(
                     driver = servo.driver().as_str(),
@@ -265,7 +259,6 @@ mod tests {
         while finished.len() < 2 {
             match reports.recv().await.expect("report") {
                 ServoReport::Finished { id, .. } => finished.push(id),
-                ServoReport::Started { .. } => {}
                 other => panic!("unexpected {other:?}"),
             }
         }

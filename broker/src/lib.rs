@@ -22,11 +22,14 @@
 //! - **TCP_NODELAY on every connection**: rumqttd never sets it, so each MQTT hop would wait
 //!   ~40 ms for a delayed ACK. The front door sets it on its own sockets, and on rumqttd's
 //!   loopback listeners once they are up (see [`nodelay`]), which accepted sockets inherit.
+//! - **A warning naming every subscriber that fell behind** (`behind`): rumqttd drops the oldest
+//!   messages of a filter's log when it is full, delivered or not, and says only which filter.
 //!
 //! What rumqttd cannot do, documented rather than patched: stopping in-process (run the
 //! `bonker-broker` binary when a broker must be stopped), persisting retained messages or sessions
 //! across restarts, and per-topic ACLs.
 
+mod behind;
 mod front;
 mod limits;
 mod mqtt;
@@ -138,6 +141,19 @@ impl EmbeddedBroker {
             .name("bonker-broker".to_owned())
             .spawn(move || {
                 let mut broker = rumqttd::Broker::new(config);
+                match broker.alerts() {
+                    Ok(link) => {
+                        if let Err(error) = std::thread::Builder::new()
+                            .name("bonker-broker-alerts".to_owned())
+                            .spawn(move || behind::watch(link))
+                        {
+                            tracing::warn!(%error, "cannot watch for subscribers falling behind");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot watch for subscribers falling behind")
+                    }
+                }
                 if let Err(error) = broker.start() {
                     tracing::error!(%error, "embedded broker stopped");
                 }

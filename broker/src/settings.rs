@@ -369,7 +369,8 @@ impl BrokerSettings {
             console: None,
             bridge: None,
             prometheus: None,
-            metrics: None,
+            // Its alerts name each subscriber that fell behind (see `behind`).
+            metrics: Some(crate::behind::alert_settings()),
         })
     }
 }

@@ -67,6 +67,11 @@ impl ChildProcess {
         &self.name
     }
 
+    /// Everything it printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The last lines it printed, for error messages.
     pub fn tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -684,10 +684,8 @@ fn throughput_table(cells: &[Cell]) -> String {
             mib(c.gateway_peak_rss_kib),
             c.acks_owed,
             c.acks_seen,
-            c.ack_drain.map_or_else(
-                || format!("**{} missing**", c.acks_owed.saturating_sub(c.acks_seen)),
-                |d| format!("{:.1} s", d.as_secs_f64())
-            ),
+            c.ack_drain
+                .map_or_else(|| missing(c), |d| format!("{:.1} s", d.as_secs_f64())),
             load_cell(c.load),
         );
     }
@@ -696,6 +694,19 @@ fn throughput_table(cells: &[Cell]) -> String {
          (the machine has two: 200 % in all).\n",
     );
     text
+}
+
+/// The acks that never came, and where the bonker broker says they went.
+fn missing(c: &crate::throughput::Cell) -> String {
+    let count = c.acks_owed.saturating_sub(c.acks_seen);
+    match c.skipped {
+        Some(s) if s.bonks_to_desks + s.acks_to_gateway > 0 => format!(
+            "**{count} missing**: the broker skipped {} bonks to desks and {} acks to the \
+             gateway that fell behind",
+            s.bonks_to_desks, s.acks_to_gateway
+        ),
+        _ => format!("**{count} missing**"),
+    }
 }
 
 fn footprint_tables(

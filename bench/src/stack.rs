@@ -147,6 +147,63 @@ impl Broker {
     pub fn pid(&self) -> u32 {
         self.process.pid()
     }
+
+    /// What the bonker broker skipped for subscribers that fell behind, so far (`None` for
+    /// mosquitto, which does not say).
+    pub fn skipped(&self) -> Option<Skipped> {
+        (self.kind == BrokerKind::Bonker).then(|| Skipped::from_log(&self.process.output()))
+    }
+}
+
+/// Messages rumqttd skipped for subscribers that fell behind: when a filter's log has dropped
+/// segments a subscriber had not read, rumqttd moves its cursor to the oldest message left and
+/// warns "Read cursor start jumped from (segment, offset) to (segment, offset) on <filter>", with
+/// the client id in the line's span; the offsets are absolute, so their difference is the count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// Bonks the desks never got (bonk filters, any client but the gateway).
+    pub bonks_to_desks: u64,
+    /// Acks the gateway never got (ack filters).
+    pub acks_to_gateway: u64,
+    /// Everything else (the gateway's own view of the bonks, health, status).
+    pub other: u64,
+}
+
+impl Skipped {
+    fn from_log(log: &str) -> Skipped {
+        let mut skipped = Skipped::default();
+        for line in log.lines() {
+            let Some((from, to, filter)) = cursor_jump(line) else {
+                continue;
+            };
+            let count = to.saturating_sub(from);
+            let gateway = line.contains("client_id=\"bonker-gateway");
+            if filter.ends_with("/ack") {
+                skipped.acks_to_gateway += count;
+            } else if filter.contains("/bonk/") && !gateway {
+                skipped.bonks_to_desks += count;
+            } else {
+                skipped.other += count;
+            }
+        }
+        skipped
+    }
+}
+
+/// The absolute offsets and the filter of one of rumqttd's cursor-jump warnings.
+fn cursor_jump(line: &str) -> Option<(u64, u64, &str)> {
+    let rest = line.split("Read cursor start jumped from ").nth(1)?;
+    let (from, rest) = rest.split_once(" to ")?;
+    let (to, filter) = rest.split_once(" on ")?;
+    let offset = |cursor: &str| -> Option<u64> {
+        cursor
+            .trim_matches(|c| c == '(' || c == ')')
+            .split_once(", ")?
+            .1
+            .parse()
+            .ok()
+    };
+    Some((offset(from)?, offset(to)?, filter.trim_end_matches('"')))
 }
 
 /// The mosquitto configuration of every run (see [`BROKER_SETTINGS_NOTE`]).
@@ -359,6 +416,11 @@ impl Stack {
     }
 
     /// Stops the desks, then the observer; the rest stops when dropped.
+    /// What the broker skipped for subscribers that fell behind (see [`Skipped`]).
+    pub fn broker_skipped(&self) -> Option<Skipped> {
+        self.broker.skipped()
+    }
+
     pub async fn stop(mut self) {
         if let Some(mut desks) = self.desks.take() {
             tokio::task::spawn_blocking(move || desks.stop())
@@ -393,6 +455,29 @@ pub fn sibling_dir() -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_broker_log_says_what_was_skipped_for_whom() {
+        let log = "\
+            2026-12-04T20:18:23Z  WARN run:[<] outgoing{connection_id=5}:outgoing_publish\
+            {client_id=\"bonker-agent-storm-0007\"}: rumqttd::router::routing: \
+            request_cursor=(1, 1016) start_cursor=(2, 1026) error=\"Read cursor start jumped \
+            from (1, 1016) to (2, 1026) on bonker/bonk/storm\"\n\
+            2026-12-04T20:18:24Z  WARN run:[<] outgoing{connection_id=2}:outgoing_publish\
+            {client_id=\"bonker-gateway-vm-f3b192\"}: rumqttd::router::routing: \
+            error=\"Read cursor start jumped from (3, 4000) to (5, 4500) on bonker/desk/+/ack\"\n\
+            2026-12-04T20:18:24Z  WARN {client_id=\"bonker-gateway-vm-f3b192\"}: \
+            error=\"Read cursor start jumped from (3, 10) to (4, 17) on bonker/bonk/+\"\n\
+            2026-12-04T20:18:25Z  WARN bonker_broker::behind: a subscriber fell behind\n";
+        assert_eq!(
+            Skipped::from_log(log),
+            Skipped {
+                bonks_to_desks: 10,
+                acks_to_gateway: 500,
+                other: 7,
+            }
+        );
+    }
 
     #[test]
     fn metric_families_are_summed_over_labels_only_for_the_named_family() {

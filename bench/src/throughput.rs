@@ -61,6 +61,8 @@ pub struct Cell {
     pub acks_seen: u64,
     /// The machine's 1-minute load average as the cell started.
     pub load: Option<f64>,
+    /// What the bonker broker skipped for subscribers that fell behind (`None` on mosquitto).
+    pub skipped: Option<crate::stack::Skipped>,
     /// Acks owed: bonks the broker accepted (the gateway's `bonks_published` counter) times
     /// desks.
     pub acks_owed: u64,
@@ -163,6 +165,7 @@ pub async fn cell(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let gateway_peak_rss_kib = peak_rss_kib(stack.gateway.pid())?;
+    let skipped = stack.broker_skipped();
     stack.stop().await;
     Ok(Cell {
         alerts_per_s: counters.accepted_alerts.load(Ordering::Relaxed) as f64 / elapsed,
@@ -173,6 +176,7 @@ pub async fn cell(
         ack_drain,
         acks_seen,
         acks_owed,
+        skipped,
         load,
         spec,
     })

@@ -107,6 +107,12 @@ pub struct PublishedBonk {
     pub source: Source,
 }
 
+/// A desk whose acks come this long after the publish is falling behind: far longer than any
+/// stroke, so the bonks are waiting for it at the broker or in its own queue.
+pub(crate) const FALLING_BEHIND: Duration = Duration::from_secs(10);
+/// A desk falling behind has caught up once an ack comes within this of the publish again.
+pub(crate) const CAUGHT_UP: Duration = Duration::from_secs(5);
+
 /// What an accepted ack means for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AckSeen {
@@ -114,6 +120,17 @@ pub struct AckSeen {
     pub outcome: Outcome,
     /// Publish-to-ack time, when this gateway published the bonk.
     pub latency: Option<Duration>,
+    /// Whether this ack moved the desk past [`FALLING_BEHIND`] or back within [`CAUGHT_UP`].
+    pub pace: Option<Pace>,
+}
+
+/// A change in how far behind a desk's acks are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Its acks now come [`FALLING_BEHIND`] or more after the publish.
+    FellBehind,
+    /// Its acks come within [`CAUGHT_UP`] again.
+    CaughtUp,
 }
 
 /// Where a bonk was published: which desks it is for.
@@ -135,6 +152,8 @@ struct DeskRecord {
     health: Option<Health>,
     acks: BTreeMap<&'static str, u64>,
     last_ack_bonk_at: Option<DateTime<Utc>>,
+    /// Between an ack [`FALLING_BEHIND`] and one within [`CAUGHT_UP`].
+    behind: bool,
 }
 
 impl DeskRecord {
@@ -146,6 +165,7 @@ impl DeskRecord {
             health: None,
             acks: BTreeMap::new(),
             last_ack_bonk_at: None,
+            behind: false,
         }
     }
 }
@@ -430,12 +450,25 @@ impl Fleet {
             return Ok(AckSeen {
                 outcome,
                 latency: None,
+                pace: None,
             });
         };
         let latency = record
             .published
             .as_ref()
             .map(|p| now_instant.saturating_duration_since(p.instant));
+        let pace = latency.and_then(|latency| {
+            let desk_record = self.desks.get_mut(&desk)?;
+            if !desk_record.behind && latency >= FALLING_BEHIND {
+                desk_record.behind = true;
+                Some(Pace::FellBehind)
+            } else if desk_record.behind && latency < CAUGHT_UP {
+                desk_record.behind = false;
+                Some(Pace::CaughtUp)
+            } else {
+                None
+            }
+        });
         if record.acks.len() < MAX_ACKS_PER_BONK && !record.acks.iter().any(|a| a.desk == desk) {
             let in_feed = record.feed.is_some();
             record.acks.push(AckRecord {
@@ -467,7 +500,11 @@ impl Fleet {
                 self.forget_oldest_bonk();
             }
         }
-        Ok(AckSeen { outcome, latency })
+        Ok(AckSeen {
+            outcome,
+            latency,
+            pace,
+        })
     }
 
     /// The names of the desks whose status is `online`.
@@ -942,6 +979,44 @@ mod tests {
             fleet.bonk_view(&BonkId::stable(&["unknown"])).map(|v| v.id),
             None
         );
+    }
+
+    #[test]
+    fn a_desk_whose_acks_come_late_falls_behind_once_and_catches_up_once() {
+        let mut fleet = Fleet::default();
+        let published = Instant::now();
+        let ack = |fleet: &mut Fleet, n: u32, after: Duration| {
+            let id = BonkId::stable(&["pace", &n.to_string()]);
+            fleet.record_publish(
+                id.clone(),
+                PublishedBonk {
+                    at: Utc::now(),
+                    instant: published,
+                    topic: "bonker/bonk/payments".into(),
+                    namespace: Some("payments".into()),
+                    severity: Severity::Critical,
+                    source: Source::Alertmanager,
+                },
+            );
+            fleet
+                .record_ack(
+                    desk("alice"),
+                    &ack_payload(&id, "alice", Outcome::Bonked),
+                    Utc::now(),
+                    published + after,
+                )
+                .expect("ok")
+                .pace
+        };
+        assert_eq!(ack(&mut fleet, 1, Duration::from_millis(40)), None);
+        assert_eq!(ack(&mut fleet, 2, FALLING_BEHIND), Some(Pace::FellBehind));
+        assert_eq!(ack(&mut fleet, 3, FALLING_BEHIND * 3), None, "said once");
+        assert_eq!(ack(&mut fleet, 4, CAUGHT_UP), None, "not yet within");
+        assert_eq!(
+            ack(&mut fleet, 5, Duration::from_millis(40)),
+            Some(Pace::CaughtUp)
+        );
+        assert_eq!(ack(&mut fleet, 6, Duration::from_millis(40)), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
 
 /// The prefix of every metric name.
 pub(crate) const METRIC_PREFIX: &str = "bonker_gateway";
@@ -84,6 +85,13 @@ pub struct AckLabels {
     pub outcome: &'static str,
 }
 
+/// A desk.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeskLabels {
+    /// The desk.
+    pub desk: String,
+}
+
 /// Every metric the gateway exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -110,6 +118,8 @@ pub struct Metrics {
     pub acks: Family<AckLabels, Counter>,
     /// Seconds from this gateway's publish to a desk's ack arriving back.
     pub publish_to_ack: Histogram,
+    /// By desk: the publish-to-ack time of its latest ack of a bonk this gateway published.
+    pub desk_ack_delay: Family<DeskLabels, Gauge<f64, AtomicU64>>,
     /// Desk messages ignored, by reason.
     pub desk_messages_ignored: Family<ReasonLabels, Counter>,
     /// Desks whose retained status is `online`.
@@ -228,6 +238,14 @@ impl Metrics {
             Unit::Seconds,
             publish_to_ack.clone(),
         );
+        let desk_ack_delay = Family::<DeskLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "desk_ack_delay",
+            "By desk, the time from this gateway publishing a bonk to that desk's ack arriving, \
+             for its latest ack: a desk falling behind shows a growing delay",
+            Unit::Seconds,
+            desk_ack_delay.clone(),
+        );
         let desk_messages_ignored = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "desk_messages_ignored",
@@ -320,6 +338,7 @@ impl Metrics {
             invalid_namespace_labels,
             acks,
             publish_to_ack,
+            desk_ack_delay,
             desk_messages_ignored,
             desks_online,
             desks_known,
@@ -421,6 +440,12 @@ mod tests {
         let metrics = Metrics::new();
         metrics.webhook("ok");
         metrics.publish_to_ack.observe(0.02);
+        metrics
+            .desk_ack_delay
+            .get_or_create(&DeskLabels {
+                desk: "alice".into(),
+            })
+            .set(12.5);
         let text = metrics.encode();
         for name in [
             "bonker_gateway_webhooks_total{outcome=\"ok\"} 1",
@@ -435,6 +460,7 @@ mod tests {
             "bonker_gateway_kills_remembered 0",
             "bonker_gateway_invalid_namespace_labels_total 0",
             "bonker_gateway_publish_to_ack_seconds_count 1",
+            "bonker_gateway_desk_ack_delay_seconds{desk=\"alice\"} 12.5",
             "bonker_gateway_desks_online 0",
             "bonker_gateway_desks_known 0",
             "bonker_gateway_mqtt_connected 0",

@@ -67,8 +67,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
-use crate::fleet::{Fleet, PublishedBonk, Target};
-use crate::metrics::{AckLabels, Metrics};
+use crate::fleet::{FALLING_BEHIND, Fleet, Pace, PublishedBonk, Target};
+use crate::metrics::{AckLabels, DeskLabels, Metrics};
 use crate::recall::Recall;
 
 /// Publish requests waiting for the MQTT task.
@@ -617,6 +617,26 @@ impl MqttTask {
                             .inc();
                         if let Some(latency) = seen.latency {
                             self.metrics.publish_to_ack.observe(latency.as_secs_f64());
+                            self.metrics
+                                .desk_ack_delay
+                                .get_or_create(&DeskLabels { desk: name.clone() })
+                                .set(latency.as_secs_f64());
+                        }
+                        match seen.pace {
+                            Some(Pace::FellBehind) => tracing::warn!(
+                                desk = %name,
+                                delay_s = seen.latency.map_or(0.0, |l| l.as_secs_f64()),
+                                "a desk is falling behind: it acked a bonk {} s or more after \
+                                 it was published, so bonks wait for it at the broker, which \
+                                 drops them once it holds as many as it keeps for one desk (see \
+                                 docs/brokers.md); a slow link or an overloaded desk",
+                                FALLING_BEHIND.as_secs()
+                            ),
+                            Some(Pace::CaughtUp) => tracing::info!(
+                                desk = %name,
+                                "a desk that fell behind has caught up"
+                            ),
+                            None => {}
                         }
                         tracing::debug!(desk = %name, outcome = %seen.outcome, "ack received");
                     })

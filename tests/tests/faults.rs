@@ -9,6 +9,8 @@
 //!    it could answer Alertmanager.
 //! 4. An Alertmanager HA pair with two gateways behind a Service, sending repeat notifications.
 //! 5. A stuck servo (moves of 5.8 s back to back) while other bonks, keep-alives and health go on.
+//! 6. A desk that falls behind (frozen past the gateway's 10 s threshold while bonked, its
+//!    connection kept): the gateway's metric and log name it, and say when it has caught up.
 //!
 //! Durations are scaled down for CI (see each test); `BONKER_FAULTS_OUTAGE_S` and
 //! `BONKER_FAULTS_HA_RUN_S` run the outage and the HA pair for as long as the full scenarios
@@ -856,7 +858,74 @@ async fn a_stuck_servo_blocks_nothing_else(kind: BrokerKind) {
     );
 }
 
+/// Fault 6: a desk falls behind. Frozen (SIGSTOP) while a bonk is published for it, for longer
+/// than the gateway's threshold but within its keep-alive, so the broker keeps it and the bonk
+/// waits; resumed, it acks late. The gateway warns, naming the desk, and its delay gauge shows
+/// how late; the next bonk, acked at once, brings the gauge down and an "has caught up" line.
+async fn a_desk_that_falls_behind_is_named(kind: BrokerKind) {
+    let broker = TestBroker::start(kind);
+    let url = broker.url();
+    let mut acks = Probe::connect(&url, &["bonker/desk/erin/ack"]).await;
+    let mut erin = agent(
+        &url,
+        "erin",
+        &["payments"],
+        &[("BONKER_MQTT__KEEP_ALIVE_S", "60")],
+    )
+    .await;
+    let mut gateway = GatewayProcess::start_with(&url, &[], GATEWAY_ENV).await;
+    let client = reqwest::Client::new();
+    let gateway_url = gateway.url();
+    let bonk = || {
+        let request = client.post(format!("{gateway_url}/bonk?desk=erin"));
+        async move {
+            let reply: Value = request
+                .send()
+                .await
+                .expect("answer")
+                .json()
+                .await
+                .expect("json");
+            reply["id"].as_str().expect("id").to_owned()
+        }
+    };
+    let delay = || {
+        metric(
+            &gateway_url,
+            "bonker_gateway_desk_ack_delay_seconds{desk=\"erin\"}",
+        )
+    };
+
+    erin.process().signal(rustix::process::Signal::STOP);
+    let late = bonk().await;
+    // The stimulus: erin stays frozen past the threshold (10 s) while her bonk waits.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    erin.process().signal(rustix::process::Signal::CONT);
+    let ack: Ack = serde_json::from_value(acks.next().await.json()).expect("ack");
+    assert_eq!(ack.bonk_id.as_str(), late, "{kind}");
+    let warning = gateway
+        .process()
+        .wait_for_line("a desk is falling behind", bonker_tests::DEADLINE);
+    assert!(
+        warning.contains("erin"),
+        "{kind}: names the desk: {warning}"
+    );
+    let behind = delay().await;
+    assert!(behind >= 10.0, "{kind}: erin's ack delay is {behind} s");
+
+    let prompt = bonk().await;
+    let ack: Ack = serde_json::from_value(acks.next().await.json()).expect("ack");
+    assert_eq!(ack.bonk_id.as_str(), prompt, "{kind}");
+    gateway
+        .process()
+        .wait_for_line("has caught up", bonker_tests::DEADLINE);
+    let caught_up = delay().await;
+    assert!(caught_up < 5.0, "{kind}: erin's ack delay is {caught_up} s");
+    eprintln!("{kind}: erin acked {behind:.1} s late, then {caught_up:.3} s");
+}
+
 bonker_tests::for_both_brokers!(
+    a_desk_that_falls_behind_is_named,
     broker_killed_mid_alert_storm,
     agent_outage_performs_fresh_bonks_and_expires_stale_ones,
     gateway_replica_killed_mid_notification,

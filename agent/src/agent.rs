@@ -143,6 +143,8 @@ struct Tally {
     started: Instant,
     bonks_total: u64,
     last_bonk: Option<LastBonk>,
+    /// The latest bonk's delay on its way here (see [`Health::bonk_delay_ms`]).
+    bonk_delay_ms: Option<i64>,
 }
 
 /// The servo as the worker last reported it.
@@ -282,6 +284,7 @@ impl Agent {
                 started: Instant::now(),
                 bonks_total: 0,
                 last_bonk: None,
+                bonk_delay_ms: None,
             },
             servo: ServoStatus {
                 state: servo_state,
@@ -525,6 +528,9 @@ impl Agent {
         }
         let received_at = Utc::now();
         let parsed = Bonk::parse_lenient(payload);
+        if let Some(sent_at) = parsed.bonk.sent_at.filter(|_| !retain) {
+            self.tally.bonk_delay_ms = Some((received_at - sent_at).num_milliseconds());
+        }
         for warning in &parsed.warnings {
             tracing::warn!(
                 desk = %self.config.desk,
@@ -787,6 +793,7 @@ impl Agent {
             },
             namespaces: self.config.watch.names(),
             soc_temp_c: crate::health::soc_temperature_c(&self.config.soc_temp_file),
+            bonk_delay_ms: self.tally.bonk_delay_ms,
             sent_at: Utc::now().trunc_subsecs(3),
         }
     }

@@ -746,6 +746,7 @@ mod tests {
             },
             namespaces: config.watch.names(),
             soc_temp_c: Some(45.5),
+            bonk_delay_ms: Some(i64::MIN),
             sent_at: chrono::Utc::now(),
         };
         assert!(health.to_json().len() <= bonker_protocol::desk::MAX_HEALTH_BYTES);

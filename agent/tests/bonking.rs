@@ -362,11 +362,14 @@ async fn status_and_health_are_retained(kind: BrokerKind) {
     assert_eq!(health["servo"]["driver"], "simulated");
     assert_eq!(health["servo"]["state"], "rest");
     assert_eq!(health["soc_temp_c"], 51.2);
+    assert!(health.get("bonk_delay_ms").is_none(), "no bonk yet");
     let sender = common::probe(&broker.url(), &[]).await;
+    // Sent 30 s ago (it waited for the desk somewhere): the health report says how late it came.
+    let sent_at = chrono::Utc::now() - chrono::Duration::seconds(30);
     sender
         .publish(
             "bonker/bonk/payments",
-            json!({"id": "h", "pod": "api-1"}).to_string(),
+            json!({"id": "h", "pod": "api-1", "sent_at": sent_at}).to_string(),
             false,
         )
         .await;
@@ -377,6 +380,11 @@ async fn status_and_health_are_retained(kind: BrokerKind) {
     assert_eq!(health["last_bonk_namespace"], "payments", "{kind}");
     assert_eq!(health["last_bonk_pod"], "api-1");
     assert!(health["last_bonk_at"].is_string());
+    let delay = health["bonk_delay_ms"].as_i64().expect("bonk_delay_ms");
+    assert!(
+        (30_000..30_000 + bonker_tests::DEADLINE.as_millis() as i64).contains(&delay),
+        "{kind}: bonk_delay_ms {delay}"
+    );
     desk.stop().await;
     let offline = late.next_on(|m| m.topic.ends_with("/status")).await;
     assert_eq!(offline.text(), "offline", "{kind}");

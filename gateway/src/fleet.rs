@@ -861,6 +861,7 @@ mod tests {
             },
             namespaces: vec!["payments".into()],
             soc_temp_c: None,
+            bonk_delay_ms: None,
             sent_at: Utc::now(),
         }
         .to_json()

@@ -359,6 +359,7 @@ fn health(desk: &str) -> Vec<u8> {
         },
         namespaces: vec!["payments".into()],
         soc_temp_c: Some(48.5),
+        bonk_delay_ms: Some(12),
         sent_at: Utc::now(),
     }
     .to_json()
@@ -833,6 +834,7 @@ async fn one_desks_credentials_cannot_grow_the_gateway(kind: BrokerKind) {
             },
             namespaces: vec!["flood".into()],
             soc_temp_c: None,
+            bonk_delay_ms: None,
             sent_at: Utc::now(),
         };
         let room = bonker_protocol::desk::MAX_HEALTH_BYTES - health.to_json().len();

@@ -216,6 +216,12 @@ pub struct Health {
     /// The SoC temperature in °C, on a Pi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soc_temp_c: Option<f64>,
+    /// How long the latest bonk took to reach this desk, in milliseconds: when the desk got it,
+    /// by its own clock, less the bonk's `sent_at` (so it includes how far the two clocks are
+    /// apart, and can be negative). A desk falling behind — bonks queued for it at the broker —
+    /// shows a growing delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bonk_delay_ms: Option<i64>,
     /// When this report was made.
     pub sent_at: DateTime<Utc>,
 }

@@ -115,6 +115,7 @@ proptest! {
             servo: ServoHealth { driver: "simulated".into(), state: "rest".into(), error: None },
             namespaces,
             soc_temp_c: temp,
+            bonk_delay_ms: temp.map(|t| t as i64 - 40),
             sent_at: finished_at,
         };
         let back: Health = serde_json::from_slice(&health.to_json()).expect("health parses");

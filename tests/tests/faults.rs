@@ -116,38 +116,61 @@ const WATCHING: &[(&str, &[&str])] = &[
     ("checkout", &["bob", "carol"]),
 ];
 
-/// Waits until each desk has acked a sentinel bonk published on each of its namespace topics
+/// Waits until each desk has performed a sentinel bonk published on each of its namespace topics
 /// after everything else. A broker delivers one topic filter's messages to a client in order
-/// (rumqttd keeps a log per filter), so every bonk on its way to a desk before the sentinels — a
-/// redelivery, a duplicate — has been acked by then. `watching` lists each namespace with the
-/// desks that watch it.
+/// (rumqttd keeps a log per filter), and a desk's servo worker performs moves in order, so once a
+/// sentinel is acked `bonked` every bonk on its way to that desk before it — a redelivery, a
+/// duplicate, a move still queued — has been acked. A sentinel that arrives while the worker's
+/// queue is full is coalesced (acked `rate_limited` at once, ahead of the moves still queued), so
+/// another round follows until each desk has performed one. `watching` lists each namespace with
+/// the desks that watch it.
 async fn settle(url: &str, agents: &[AgentProcess], watching: &[(&str, &[&str])]) {
     let probe = Probe::connect(url, &[]).await;
-    let nonce = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    let mut awaited: Vec<(String, String)> = Vec::new();
-    for (namespace, desks) in watching {
-        let id = format!("{SENTINEL}{namespace}-{nonce}");
-        let bonk = format!("{{\"id\":\"{id}\",\"source\":\"manual\",\"severity\":\"info\"}}");
-        probe
-            .publish(&format!("bonker/bonk/{namespace}"), bonk, false)
-            .await;
-        awaited.extend(desks.iter().map(|desk| (desk.to_string(), id.clone())));
-    }
     let deadline = Instant::now() + bonker_tests::DEADLINE;
-    loop {
-        let tally = AgentProcess::tally(agents);
-        let missing: Vec<_> = awaited
-            .iter()
-            .filter(|key| !tally.contains_key(*key))
-            .collect();
-        if missing.is_empty() {
-            break;
+    // (desk, namespace) pairs whose sentinel has not been performed yet.
+    let mut unsettled: Vec<(String, &str)> = watching
+        .iter()
+        .flat_map(|(namespace, desks)| desks.iter().map(move |d| (d.to_string(), *namespace)))
+        .collect();
+    while !unsettled.is_empty() {
+        let nonce = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        let mut awaited: Vec<((String, String), &str)> = Vec::new();
+        for (namespace, _) in watching {
+            if !unsettled.iter().any(|(_, n)| n == namespace) {
+                continue;
+            }
+            let id = format!("{SENTINEL}{namespace}-{nonce}");
+            let bonk = format!("{{\"id\":\"{id}\",\"source\":\"manual\",\"severity\":\"info\"}}");
+            probe
+                .publish(&format!("bonker/bonk/{namespace}"), bonk, false)
+                .await;
+            awaited.extend(
+                unsettled
+                    .iter()
+                    .filter(|(_, n)| n == namespace)
+                    .map(|(desk, n)| ((desk.clone(), id.clone()), *n)),
+            );
         }
-        assert!(
-            Instant::now() < deadline,
-            "sentinels never acked: {missing:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let tally = loop {
+            let tally = AgentProcess::tally(agents);
+            let missing: Vec<_> = awaited
+                .iter()
+                .filter(|(key, _)| !tally.contains_key(key))
+                .collect();
+            if missing.is_empty() {
+                break tally;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sentinels never acked: {missing:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        unsettled = awaited
+            .into_iter()
+            .filter(|(key, _)| !tally[key].contains_key("bonked"))
+            .map(|((desk, _), namespace)| (desk, namespace))
+            .collect();
     }
     probe.disconnect().await;
 }

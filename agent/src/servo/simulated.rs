@@ -1,9 +1,11 @@
 //! A servo without hardware, for laptops, CI and the demo.
 //!
-//! It logs each pulse and records it with a timestamp in a [`PulseRecorder`] that tests hold a
-//! clone of, so they can assert on the exact motion ("one strike, back to rest, released") and
-//! await it without sleeping. A test that runs the agent as a separate process reads the same
-//! records from `servo.record_file`, one JSON object per line.
+//! It logs each pulse and, when given a [`PulseRecorder`] (tests hold a clone), records it with a
+//! timestamp there, so they can assert on the exact motion ("one strike, back to rest, released")
+//! and await it without sleeping. A recorder keeps every pulse, so a simulated desk opened from its
+//! configuration — a demo, a desk without a Pi, running for months — has none. A test that runs
+//! the agent as a separate process reads the same records from `servo.record_file`, one JSON
+//! object per line.
 
 use std::fs::File;
 use std::io::Write;
@@ -83,20 +85,28 @@ impl PulseRecorder {
 #[derive(Debug)]
 pub struct SimulatedServo {
     range: PulseRange,
-    recorder: PulseRecorder,
+    recorder: Option<PulseRecorder>,
     record_file: Option<(PathBuf, File)>,
 }
 
 impl SimulatedServo {
-    /// A simulated servo with its own recorder, appending to `servo.record_file` when set.
+    /// A simulated servo that keeps no record in memory, appending to `servo.record_file` when
+    /// set.
     pub fn open(config: &ServoConfig) -> Result<SimulatedServo, ServoError> {
-        Self::with_recorder(config, PulseRecorder::new())
+        Self::build(config, None)
     }
 
-    /// A simulated servo that records into `recorder` (tests keep a clone).
+    /// A simulated servo that also records into `recorder` (tests keep a clone).
     pub fn with_recorder(
         config: &ServoConfig,
         recorder: PulseRecorder,
+    ) -> Result<SimulatedServo, ServoError> {
+        Self::build(config, Some(recorder))
+    }
+
+    fn build(
+        config: &ServoConfig,
+        recorder: Option<PulseRecorder>,
     ) -> Result<SimulatedServo, ServoError> {
         let record_file = match &config.record_file {
             Some(path) => {
@@ -119,8 +129,8 @@ impl SimulatedServo {
         })
     }
 
-    /// The recorder this servo writes to.
-    pub fn recorder(&self) -> PulseRecorder {
+    /// The recorder this servo writes to, if it was given one.
+    pub fn recorder(&self) -> Option<PulseRecorder> {
         self.recorder.clone()
     }
 
@@ -129,7 +139,9 @@ impl SimulatedServo {
             at: Utc::now(),
             pulse_us,
         };
-        self.recorder.push(record);
+        if let Some(recorder) = &self.recorder {
+            recorder.push(record);
+        }
         if let Some((path, file)) = &mut self.record_file {
             let mut line = serde_json::to_vec(&record).unwrap_or_default();
             line.push(b'\n');
@@ -173,26 +185,45 @@ mod tests {
             ..ServoSettings::default()
         })
         .expect("valid");
-        let mut servo = SimulatedServo::open(&config).expect("opens");
+        let recorder = PulseRecorder::new();
+        let mut servo = SimulatedServo::with_recorder(&config, recorder.clone()).expect("opens");
         servo.set_pulse_width(9999).expect("pulse");
         servo.set_pulse_width(1).expect("pulse");
         servo.release().expect("release");
-        let pulses: Vec<Option<u32>> = servo
-            .recorder()
-            .records()
-            .iter()
-            .map(|r| r.pulse_us)
-            .collect();
+        let pulses: Vec<Option<u32>> = recorder.records().iter().map(|r| r.pulse_us).collect();
         assert_eq!(
             pulses,
             [Some(config.range.max_us), Some(config.range.min_us), None]
         );
-        assert_eq!(servo.recorder().moves(), 1);
+        assert_eq!(recorder.moves(), 1);
         let written: Vec<PulseRecord> = std::fs::read_to_string(&path)
             .expect("read")
             .lines()
             .map(|line| serde_json::from_str(line).expect("json line"))
             .collect();
-        assert_eq!(written, servo.recorder().records());
+        assert_eq!(written, recorder.records());
+    }
+
+    #[test]
+    fn a_servo_opened_from_its_configuration_keeps_no_record_in_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pulses.jsonl");
+        let config = ServoConfig::from_settings(&ServoSettings {
+            record_file: Some(path.clone()),
+            ..ServoSettings::default()
+        })
+        .expect("valid");
+        let mut servo = SimulatedServo::open(&config).expect("opens");
+        assert!(servo.recorder().is_none());
+        for _ in 0..3 {
+            servo.set_pulse_width(1500).expect("pulse");
+            servo.release().expect("release");
+        }
+        // The file, when asked for, still gets every pulse.
+        let lines = std::fs::read_to_string(&path)
+            .expect("read")
+            .lines()
+            .count();
+        assert_eq!(lines, 6);
     }
 }

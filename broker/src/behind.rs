@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 /// How often rumqttd hands over its alerts (it takes whole seconds).
-pub(crate) const ALERT_INTERVAL: Duration = Duration::from_secs(1);
+const ALERT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// rumqttd's metric settings asking for its alerts every [`ALERT_INTERVAL`]. Its timer needs an
 /// interval for meters too (it unwraps both), so meters get an hourly one; nothing reads them.
@@ -31,9 +31,27 @@ pub(crate) fn alert_settings() -> HashMap<rumqttd::MetricType, rumqttd::MetricSe
     ])
 }
 
+/// Starts [`watch`] on a thread of its own. A broker that cannot be watched still serves; it
+/// says so.
+pub(crate) fn start(broker: &rumqttd::Broker) {
+    let started = broker
+        .alerts()
+        .map_err(|error| error.to_string())
+        .and_then(|link| {
+            std::thread::Builder::new()
+                .name("bonker-broker-alerts".to_owned())
+                .spawn(move || watch(link))
+                .map(drop)
+                .map_err(|error| error.to_string())
+        });
+    if let Err(error) = started {
+        tracing::warn!(%error, "cannot watch for subscribers falling behind");
+    }
+}
+
 /// Warns about every subscriber rumqttd reports as having skipped messages, until the broker
-/// goes away. Runs on a thread of its own.
-pub(crate) fn watch(link: rumqttd::alerts::AlertsLink) {
+/// goes away.
+fn watch(link: rumqttd::alerts::AlertsLink) {
     while let Ok(alerts) = link.router_rx.recv() {
         for ((client_id, filter), jumps) in jumps(&alerts) {
             tracing::warn!(

@@ -141,19 +141,7 @@ impl EmbeddedBroker {
             .name("bonker-broker".to_owned())
             .spawn(move || {
                 let mut broker = rumqttd::Broker::new(config);
-                match broker.alerts() {
-                    Ok(link) => {
-                        if let Err(error) = std::thread::Builder::new()
-                            .name("bonker-broker-alerts".to_owned())
-                            .spawn(move || behind::watch(link))
-                        {
-                            tracing::warn!(%error, "cannot watch for subscribers falling behind");
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot watch for subscribers falling behind")
-                    }
-                }
+                behind::start(&broker);
                 if let Err(error) = broker.start() {
                     tracing::error!(%error, "embedded broker stopped");
                 }

@@ -826,6 +826,18 @@ mod tests {
         DeskId::new(name).expect("valid desk")
     }
 
+    /// A critical alert bonk on the `payments` topic, published at `instant`.
+    fn payments_bonk(instant: Instant) -> PublishedBonk {
+        PublishedBonk {
+            at: Utc::now(),
+            instant,
+            topic: "bonker/bonk/payments".into(),
+            namespace: Some("payments".into()),
+            severity: Severity::Critical,
+            source: Source::Alertmanager,
+        }
+    }
+
     fn ack_payload(id: &BonkId, desk: &str, outcome: Outcome) -> Vec<u8> {
         Ack {
             version: SCHEMA_VERSION,
@@ -937,17 +949,7 @@ mod tests {
         let mut fleet = Fleet::default();
         let id = BonkId::stable(&["x"]);
         let published = Instant::now();
-        fleet.record_publish(
-            id.clone(),
-            PublishedBonk {
-                at: Utc::now(),
-                instant: published,
-                topic: "bonker/bonk/payments".into(),
-                namespace: Some("payments".into()),
-                severity: Severity::Critical,
-                source: Source::Alertmanager,
-            },
-        );
+        fleet.record_publish(id.clone(), payments_bonk(published));
         fleet.record_accepted(&id);
         let seen = fleet
             .record_ack(
@@ -988,17 +990,7 @@ mod tests {
         let published = Instant::now();
         let ack = |fleet: &mut Fleet, n: u32, after: Duration| {
             let id = BonkId::stable(&["pace", &n.to_string()]);
-            fleet.record_publish(
-                id.clone(),
-                PublishedBonk {
-                    at: Utc::now(),
-                    instant: published,
-                    topic: "bonker/bonk/payments".into(),
-                    namespace: Some("payments".into()),
-                    severity: Severity::Critical,
-                    source: Source::Alertmanager,
-                },
-            );
+            fleet.record_publish(id.clone(), payments_bonk(published));
             fleet
                 .record_ack(
                     desk("alice"),

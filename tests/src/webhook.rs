@@ -1,7 +1,21 @@
 //! Alertmanager webhook bodies (payload version 4), shaped as the shipped `bonker` route sends
-//! them, for tests that post to the gateway themselves.
+//! them, for tests that post to the gateway themselves, and hand-made bonks through `POST /bonk`.
 
 use serde_json::{Value, json};
+
+/// Bonks by hand through the gateway at `gateway_url` (`POST /bonk?<query>`, e.g.
+/// `desk=alice`), returning the bonk's id from the answer.
+pub async fn manual_bonk(client: &reqwest::Client, gateway_url: &str, query: &str) -> String {
+    let reply: Value = client
+        .post(format!("{gateway_url}/bonk?{query}"))
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    reply["id"].as_str().expect("id").to_owned()
+}
 
 /// A firing notification of the `bonker` receiver carrying `alerts`.
 pub fn notification(alerts: Vec<Value>) -> Value {

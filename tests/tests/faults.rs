@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bonker_protocol::{Ack, BonkId, Outcome};
+use bonker_tests::webhook::manual_bonk;
 use bonker_tests::{
     AckTally, AgentProcess, AlertmanagerOptions, BrokerKind, BrokerOptions, GatewayProcess,
     Message, Probe, RoundRobinProxy, StallableLink, TestAlertmanager, TestBroker,
@@ -471,21 +472,8 @@ async fn agent_outage_performs_fresh_bonks_and_expires_stale_ones(kind: BrokerKi
     let mut status = Probe::connect(&url, &["bonker/desk/dora/status"]).await;
     assert_eq!(status.next().await.text(), "online");
     let client = reqwest::Client::new();
-    let bonk = |query: &'static str| {
-        let client = client.clone();
-        let url = format!("{}/bonk?{query}", gateway.url());
-        async move {
-            let reply: Value = client
-                .post(url)
-                .send()
-                .await
-                .expect("answer")
-                .json()
-                .await
-                .expect("json");
-            reply["id"].as_str().expect("id").to_owned()
-        }
-    };
+    let gateway_url = gateway.url();
+    let bonk = |query: &'static str| manual_bonk(&client, &gateway_url, query);
 
     let stopped_at = Instant::now();
     dora.process().signal(rustix::process::Signal::STOP);
@@ -899,19 +887,7 @@ async fn a_desk_that_falls_behind_is_named(kind: BrokerKind) {
     let mut gateway = GatewayProcess::start_with(&url, &[], GATEWAY_ENV).await;
     let client = reqwest::Client::new();
     let gateway_url = gateway.url();
-    let bonk = || {
-        let request = client.post(format!("{gateway_url}/bonk?desk=erin"));
-        async move {
-            let reply: Value = request
-                .send()
-                .await
-                .expect("answer")
-                .json()
-                .await
-                .expect("json");
-            reply["id"].as_str().expect("id").to_owned()
-        }
-    };
+    let bonk = || manual_bonk(&client, &gateway_url, "desk=erin");
     let delay = || {
         metric(
             &gateway_url,

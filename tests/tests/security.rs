@@ -438,21 +438,9 @@ async fn the_documented_acl_keeps_each_desk_to_its_own_topics() {
     let gateway_flags = flags("gateway");
     let gateway = GatewayProcess::start(&url, &as_str(&gateway_flags)).await;
     let client = reqwest::Client::new();
-    let bonk = |query: &'static str| {
-        let client = client.clone();
-        let url = format!("{}/bonk?{query}", gateway.url());
-        async move {
-            let reply: serde_json::Value = client
-                .post(url)
-                .send()
-                .await
-                .expect("answer")
-                .json()
-                .await
-                .expect("json");
-            reply["id"].as_str().expect("id").to_owned()
-        }
-    };
+    let gateway_url = gateway.url();
+    let bonk =
+        |query: &'static str| bonker_tests::webhook::manual_bonk(&client, &gateway_url, query);
     // The gateway's bonks reach bob under the ACL.
     let id = bonk("namespace=payments").await;
     let ack = desk_topics

@@ -176,15 +176,21 @@ mod tests {
     use super::*;
     use crate::config::ServoSettings;
 
-    #[test]
-    fn pulses_are_clamped_recorded_and_written() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("pulses.jsonl");
+    /// A simulated servo's config that writes its pulses to a file in `dir`, and that file.
+    fn recording_to_file(dir: &std::path::Path) -> (ServoConfig, PathBuf) {
+        let path = dir.join("pulses.jsonl");
         let config = ServoConfig::from_settings(&ServoSettings {
             record_file: Some(path.clone()),
             ..ServoSettings::default()
         })
         .expect("valid");
+        (config, path)
+    }
+
+    #[test]
+    fn pulses_are_clamped_recorded_and_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (config, path) = recording_to_file(dir.path());
         let recorder = PulseRecorder::new();
         let mut servo = SimulatedServo::with_recorder(&config, recorder.clone()).expect("opens");
         servo.set_pulse_width(9999).expect("pulse");
@@ -207,12 +213,7 @@ mod tests {
     #[test]
     fn a_servo_opened_from_its_configuration_keeps_no_record_in_memory() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("pulses.jsonl");
-        let config = ServoConfig::from_settings(&ServoSettings {
-            record_file: Some(path.clone()),
-            ..ServoSettings::default()
-        })
-        .expect("valid");
+        let (config, path) = recording_to_file(dir.path());
         let mut servo = SimulatedServo::open(&config).expect("opens");
         assert!(servo.recorder().is_none());
         for _ in 0..3 {
